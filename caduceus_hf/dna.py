@@ -1,0 +1,97 @@
+"""The DNA vocabulary of the published Caduceus checkpoints and reverse-complement helpers.
+
+One source of truth for the token ids: the tokenizer, the config defaults and the model's complement map read it here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+SPECIAL_TOKENS: tuple[str, ...] = ("[CLS]", "[SEP]", "[BOS]", "[MASK]", "[PAD]", "[RESERVED]", "[UNK]")
+NUCLEOTIDES: tuple[str, ...] = ("A", "C", "G", "T", "N")
+VOCAB: dict[str, int] = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + NUCLEOTIDES)}
+SPECIAL_TOKEN_IDS: dict[str, int] = {tok: VOCAB[tok] for tok in SPECIAL_TOKENS}
+NUCLEOTIDE_IDS: tuple[int, ...] = tuple(VOCAB[b] for b in "ACGT")
+
+_BASE_COMPLEMENT = {"A": "T", "C": "G", "G": "C", "T": "A", "N": "N"}
+# Token id -> id of the complementary token; every special token is its own complement.
+DNA_COMPLEMENT_MAP: dict[int, int] = {
+    i: VOCAB[_BASE_COMPLEMENT[tok]] if tok in _BASE_COMPLEMENT else i for tok, i in VOCAB.items()
+}
+
+# IUPAC ambiguity codes complement too; case is kept, anything else is left as is (it tokenizes to [UNK] anyway).
+_IUPAC = "ACGTUNRYSWKMBDHV"
+_IUPAC_COMPLEMENT = "TGCAANYRSWMKVHDB"
+_STRING_COMPLEMENT = str.maketrans(_IUPAC + _IUPAC.lower(), _IUPAC_COMPLEMENT + _IUPAC_COMPLEMENT.lower())
+
+
+def reverse_complement(sequence: str) -> str:
+    """Reverse complement of a DNA string (IUPAC aware, case preserving): "AACG" -> "CGTT"."""
+    if not isinstance(sequence, str):
+        raise TypeError(f"reverse_complement expects a str, got {type(sequence).__name__}")
+    return sequence.translate(_STRING_COMPLEMENT)[::-1]
+
+
+def complement_table(complement_map: Mapping[int, int], vocab_size: int | None = None) -> torch.Tensor:
+    """A (vocab_size,) long tensor t with t[i] = complement of i (identity where the map is silent)."""
+    size = vocab_size if vocab_size is not None else max(complement_map) + 1
+    table = torch.arange(size, dtype=torch.long)
+    for k, v in complement_map.items():
+        if int(k) < size:
+            table[int(k)] = int(v)
+    return table
+
+
+def reverse_complement_ids(
+    input_ids: torch.Tensor,
+    complement_map: Mapping[int, int] | torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Reverse complement of token ids (..., L): complement every id and reverse the last axis.
+
+    With an `attention_mask`, only the real tokens are reversed and padding keeps its side, so a left-padded batch stays
+    left-padded: [PAD PAD A C] -> [PAD PAD G T].
+    """
+    if complement_map is None:
+        complement_map = DNA_COMPLEMENT_MAP
+    table = complement_map if isinstance(complement_map, torch.Tensor) else complement_table(complement_map)
+    table = table.to(input_ids.device)
+    if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= table.numel()):
+        raise ValueError(f"input_ids contain ids outside the complement map's range [0, {table.numel()})")
+    complemented = table[input_ids]
+    if attention_mask is None:
+        return complemented.flip(-1)
+    return flip_real_tokens(complemented, attention_mask)
+
+
+def flip_real_tokens(x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Reverse the real (mask=1) positions of x (B, L, ...) along L, keeping padding where it is.
+
+    Works for left and right padding: position i of row b maps to start + end - 1 - i, where [start, end) is the
+    row's real span.
+    """
+    mask = attention_mask.bool()
+    length = mask.shape[-1]
+    positions = torch.arange(length, device=x.device).expand_as(mask)
+    n_real = mask.sum(-1, keepdim=True)
+    start = torch.where(mask, positions, length).min(-1, keepdim=True).values.clamp(max=length)
+    index = torch.where(mask, start + n_real - 1 - (positions - start), positions)
+    if x.dim() > mask.dim():
+        index = index.reshape(*index.shape, *([1] * (x.dim() - mask.dim()))).expand_as(x)
+    return torch.gather(x, mask.dim() - 1, index)
+
+
+__all__ = [
+    "DNA_COMPLEMENT_MAP",
+    "NUCLEOTIDES",
+    "NUCLEOTIDE_IDS",
+    "SPECIAL_TOKENS",
+    "SPECIAL_TOKEN_IDS",
+    "VOCAB",
+    "complement_table",
+    "flip_real_tokens",
+    "reverse_complement",
+    "reverse_complement_ids",
+]

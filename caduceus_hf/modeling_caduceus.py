@@ -1,0 +1,651 @@
+"""Caduceus models: backbone, masked LM, sequence and token classification.
+
+Parameter names are those of the published checkpoints (kuleshov-group/caduceus-*), so their model.safetensors files
+load unchanged. Semantics follow the original exactly where it works (see docs in README.md, "Semantics"), with its
+defects fixed: -100 labels, attention masks, every pooling, config-held head options, no config mutation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+from transformers.core_model_loading import WeightRenaming
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutputWithNoAttention,
+    MaskedLMOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+
+from .configuration_caduceus import CaduceusConfig
+from .dna import complement_table, flip_real_tokens, reverse_complement_ids
+from .mixer import BiMamba, Mamba
+from .ops.norm import RMSNorm, norm
+from .rcps import RCPSEmbedding, RCPSLMHead, RCPSWrapper, split_strands, swap_strands
+
+
+# The original's non-fused PS models wrap their norms (`...norm.submodule.weight`); the weights are the same, so both
+# layouts load into one module. v5 writes a checkpoint back in the layout it was loaded from.
+register_checkpoint_conversion_mapping(
+    "caduceus",
+    # Targets are escaped too: v5 reverses a renaming by using the target as the pattern when saving.
+    [WeightRenaming(r"\.norm\.submodule\.", r"\.norm\."), WeightRenaming(r"norm_f\.submodule\.", r"norm_f\.")],
+    overwrite=True,
+)
+
+
+class CaduceusEmbeddings(nn.Module):
+    def __init__(self, config: CaduceusConfig) -> None:
+        super().__init__()
+        if config.rcps:
+            self.word_embeddings = RCPSEmbedding(config.vocab_size, config.d_model, config.complement_map)
+        else:
+            self.word_embeddings = nn.Embedding(config.vocab_size, config.d_model)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(batch, length) -> (batch, length, hidden_size)."""
+        return self.word_embeddings(input_ids)
+
+
+def _make_norm(config: CaduceusConfig) -> nn.Module:
+    if config.rms_norm:
+        return RMSNorm(config.d_model, eps=config.norm_epsilon)
+    return nn.LayerNorm(config.d_model, eps=config.norm_epsilon)
+
+
+def _apply_norm(module: nn.Module, x: torch.Tensor, rcps: bool) -> torch.Tensor:
+    """Normalise x (..., hidden_size); a PS state normalises each strand, the RC strand with reversed channels."""
+    rms = isinstance(module, RMSNorm)
+    if not rcps:
+        return norm(x, module.weight, module.bias, module.eps, rms)
+    fwd, rc = split_strands(x)
+    return torch.cat(
+        [norm(fwd, module.weight, module.bias, module.eps, rms),
+         norm(rc, module.weight, module.bias, module.eps, rms, flip_channels=True)],
+        dim=-1,
+    )
+
+
+class CaduceusBlock(GradientCheckpointingLayer):
+    """Pre-norm residual block: residual += hidden; hidden = mixer(norm(residual)).
+
+    The residual stream is carried separately, as in mamba-ssm. With rcps and fused_add_norm the original's fused
+    kernel reads the two strands swapped; reproducing it exactly means swapping them before the block.
+    """
+
+    def __init__(self, config: CaduceusConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.rcps = config.rcps
+        self.swap_strands = config.rcps and config.fused_add_norm
+        self.residual_in_fp32 = config.residual_in_fp32
+        self.norm = _make_norm(config)
+        mixer = BiMamba(config)
+        self.mixer = RCPSWrapper(mixer) if config.rcps else mixer
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        residual: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """hidden_states, residual (batch, length, hidden_size) -> new hidden_states, new residual."""
+        # 1. The fused PS semantics: strands swapped on entry.
+        if self.swap_strands:
+            hidden_states = swap_strands(hidden_states)
+            residual = None if residual is None else swap_strands(residual)
+        # 2. Add, then normalise.
+        residual = hidden_states if residual is None else hidden_states + residual
+        normed = _apply_norm(self.norm, residual, self.rcps)
+        if self.residual_in_fp32:
+            residual = residual.float()
+        # 3. Mix along the sequence.
+        return self.mixer(normed, mask), residual
+
+
+class CaduceusBackbone(nn.Module):
+    """Embeddings -> n_layer blocks -> final add + norm (the original's CaduceusMixerModel)."""
+
+    def __init__(self, config: CaduceusConfig) -> None:
+        super().__init__()
+        self.rcps = config.rcps
+        self.embeddings = CaduceusEmbeddings(config)
+        self.layers = nn.ModuleList([CaduceusBlock(config, i) for i in range(config.n_layer)])
+        self.norm_f = _make_norm(config)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """Returns the final normalised state (batch, length, hidden_size) and, if asked, n_layer + 1 hidden states:
+        the embedding output, the residual stream after each block but the last, and the final state."""
+        hidden_states = self.embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        all_hidden_states = [hidden_states] if output_hidden_states else None
+        residual = None
+        for i, layer in enumerate(self.layers):
+            hidden_states, residual = layer(hidden_states, residual, mask)
+            if output_hidden_states and i < len(self.layers) - 1:
+                all_hidden_states.append(hidden_states + residual)
+        # The final norm is never strand-swapped, in either of the original's branches.
+        residual = hidden_states if residual is None else hidden_states + residual
+        hidden_states = _apply_norm(self.norm_f, residual, self.rcps)
+        if output_hidden_states:
+            all_hidden_states.append(hidden_states)
+            return hidden_states, tuple(all_hidden_states)
+        return hidden_states, None
+
+
+class CaduceusPreTrainedModel(PreTrainedModel):
+    config_class = CaduceusConfig
+    config: CaduceusConfig
+    base_model_prefix = "caduceus"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["CaduceusBlock"]
+    # Trainer passes num_items_in_batch; losses are normalised by it (see _reduce_loss).
+    accepts_loss_kwargs = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """The original's initialisation (mamba-ssm's Mamba init plus Caduceus' _init_weights), load-safe."""
+        cfg = self.config.initializer_cfg
+        std = cfg["initializer_range"]
+        if isinstance(module, Mamba):
+            self._init_mamba(module)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, std=std)
+        elif isinstance(module, (RMSNorm, nn.LayerNorm)):
+            init.ones_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, (RCPSEmbedding, RCPSLMHead)):
+            init.copy_(module.complement_map, complement_table(self.config.complement_map, self.config.vocab_size))
+        elif isinstance(module, (CaduceusForSequenceClassification, CaduceusForTokenClassification)):
+            init.normal_(module.score.weight, std=std)
+            if module.score.bias is not None:
+                init.zeros_(module.score.bias)
+
+    def _init_mamba(self, mamba: Mamba) -> None:
+        ssm = self.config.ssm_cfg
+        cfg = self.config.initializer_cfg
+        for linear in (mamba.in_proj, mamba.x_proj):
+            _init_default_linear(linear)
+        bound = 1.0 / math.sqrt(mamba.conv1d.weight.shape[-1])
+        init.uniform_(mamba.conv1d.weight, -bound, bound)
+        if mamba.conv1d.bias is not None:
+            init.uniform_(mamba.conv1d.bias, -bound, bound)
+
+        dt_std = mamba.dt_rank**-0.5 * ssm["dt_scale"]
+        if ssm["dt_init"] == "constant":
+            init.constant_(mamba.dt_proj.weight, dt_std)
+        else:
+            init.uniform_(mamba.dt_proj.weight, -dt_std, dt_std)
+        dt = torch.exp(
+            torch.rand(mamba.d_inner) * (math.log(ssm["dt_max"]) - math.log(ssm["dt_min"])) + math.log(ssm["dt_min"])
+        ).clamp(min=ssm["dt_init_floor"])
+        init.copy_(mamba.dt_proj.bias, dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+
+        A = torch.arange(1, mamba.d_state + 1, dtype=torch.float32).repeat(mamba.d_inner, 1)
+        init.copy_(mamba.A_log, torch.log(A))
+        init.ones_(mamba.D)
+
+        # out_proj: PyTorch's default, scaled by 1/sqrt(n_residuals * n_layer) (GPT-2 scheme) when asked.
+        bound = 1.0 / math.sqrt(mamba.out_proj.in_features)
+        if cfg["rescale_prenorm_residual"]:
+            bound /= math.sqrt(cfg["n_residuals_per_layer"] * self.config.n_layer)
+        init.uniform_(mamba.out_proj.weight, -bound, bound)
+        if mamba.out_proj.bias is not None:
+            init.zeros_(mamba.out_proj.bias)
+
+    # --- shared input handling -------------------------------------------------------------------------------
+    def _check_inputs(
+        self,
+        input_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        allow_strand_pairs: bool = False,
+    ) -> None:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if input_ids is not None:
+            pair = allow_strand_pairs and input_ids.dim() == 3 and input_ids.shape[-1] == 2
+            if input_ids.dim() != 2 and not pair:
+                expected = "(batch, length) or (batch, length, 2)" if allow_strand_pairs else "(batch, length)"
+                raise ValueError(f"input_ids must have shape {expected}, got {tuple(input_ids.shape)}")
+            if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
+                raise ValueError(f"input_ids must be integer token ids, got dtype {input_ids.dtype}")
+            if input_ids.shape[1] == 0:
+                raise ValueError("input_ids is an empty sequence (length 0)")
+            if input_ids.numel():
+                low, high = int(input_ids.min()), int(input_ids.max())
+                if low < 0 or high >= self.config.vocab_size:
+                    bad = low if low < 0 else high
+                    raise ValueError(f"input_ids contain token id {bad}, outside the vocabulary [0, {self.config.vocab_size})")
+            shape = input_ids.shape
+        else:
+            if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
+                raise ValueError(
+                    f"inputs_embeds must have shape (batch, length, {self.config.hidden_size}), "
+                    f"got {tuple(inputs_embeds.shape)}"
+                )
+            if inputs_embeds.shape[1] == 0:
+                raise ValueError("inputs_embeds is an empty sequence (length 0)")
+            shape = inputs_embeds.shape[:2]
+        if attention_mask is not None:
+            ok = tuple(attention_mask.shape) == tuple(shape[:2]) or tuple(attention_mask.shape) == tuple(shape)
+            if not ok:
+                raise ValueError(
+                    f"attention_mask has shape {tuple(attention_mask.shape)}, expected {tuple(shape[:2])} to match the inputs"
+                )
+
+    def _conjoin(self, conjoin: bool | None) -> bool:
+        """Post-hoc (or trained) reverse-complement conjoining applies to Ph models; PS models are equivariant."""
+        if conjoin is None:
+            conjoin = self.config.conjoin_train if self.training else self.config.conjoin_eval
+        return bool(conjoin) and not self.config.rcps
+
+    def _complement(self, device: torch.device) -> torch.Tensor:
+        return complement_table(self.config.complement_map, self.config.vocab_size).to(device)
+
+
+def _init_default_linear(linear: nn.Linear) -> None:
+    """PyTorch's nn.Linear default init for the weight; zero bias (mamba-ssm zeroes Linear biases)."""
+    bound = 1.0 / math.sqrt(linear.in_features)
+    init.uniform_(linear.weight, -bound, bound)
+    if linear.bias is not None:
+        init.zeros_(linear.bias)
+
+
+def _reduce_loss(per_item: torch.Tensor, weights: torch.Tensor, num_items_in_batch: int | torch.Tensor | None):
+    """sum(per_item * weights) / normaliser, where the normaliser is num_items_in_batch (Trainer, gradient
+    accumulation) or sum(weights); 0, not NaN, when nothing counts."""
+    total = (per_item * weights).sum()
+    denom = weights.sum() if num_items_in_batch is None else torch.as_tensor(num_items_in_batch, device=total.device)
+    denom = denom.to(total.dtype)
+    return total / torch.where(denom > 0, denom, torch.ones_like(denom))
+
+
+def _mask_from(attention_mask: torch.Tensor | None, strand: int | None = None) -> torch.Tensor | None:
+    if attention_mask is None:
+        return None
+    if strand is not None and attention_mask.dim() == 3:
+        attention_mask = attention_mask[..., strand]
+    return attention_mask
+
+
+class Caduceus(CaduceusPreTrainedModel):
+    """The Caduceus backbone (AutoModel): embeddings, BiMamba blocks and the final norm.
+
+    Its output (batch, length, hidden_size) is the per-token embedding; hidden_size is 2 * d_model for PS models
+    (forward strand, then the reverse-complement strand with reversed channels).
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^lm_head\.", r"^score\."]
+
+    def __init__(self, config: CaduceusConfig) -> None:
+        super().__init__(config)
+        self.backbone = CaduceusBackbone(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.backbone.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        if self.config.rcps:
+            raise NotImplementedError("replacing the input embeddings of an RCPS model is not supported")
+        self.backbone.embeddings.word_embeddings = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        conjoin: bool | None = None,
+        **kwargs,
+    ) -> tuple | BaseModelOutputWithNoAttention:
+        r"""
+        input_ids (batch, length): token ids; attention_mask (batch, length): 1 for real tokens, 0 for padding.
+        Padding on either side leaves the real tokens' outputs unchanged; without a mask every token counts.
+        conjoin: for Ph models, average with the reverse-complement pass aligned back to the forward strand
+            (defaults to config.conjoin_train / conjoin_eval). Ignored for PS models, which are exactly equivariant.
+        """
+        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        self._check_inputs(input_ids, inputs_embeds, attention_mask)
+
+        last, hidden = self.backbone(input_ids, inputs_embeds, attention_mask, output_hidden_states)
+        if self._conjoin(conjoin) and input_ids is not None:
+            rc_ids = reverse_complement_ids(input_ids, self._complement(input_ids.device), attention_mask)
+            rc_last, rc_hidden = self.backbone(rc_ids, None, attention_mask, output_hidden_states)
+            last = (last + self._align(rc_last, attention_mask)) / 2
+            if hidden is not None:
+                hidden = tuple((h + self._align(r, attention_mask)) / 2 for h, r in zip(hidden, rc_hidden))
+
+        if not return_dict:
+            return (last, hidden) if hidden is not None else (last,)
+        return BaseModelOutputWithNoAttention(last_hidden_state=last, hidden_states=hidden)
+
+    @staticmethod
+    def _align(rc_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """States of the RC pass, put back in forward-strand order."""
+        return rc_states.flip(1) if attention_mask is None else flip_real_tokens(rc_states, attention_mask)
+
+
+class CaduceusForMaskedLM(CaduceusPreTrainedModel):
+    """Caduceus with its language-model head tied to the input embedding."""
+
+    def __init__(self, config: CaduceusConfig) -> None:
+        super().__init__(config)
+        self.caduceus = Caduceus(config)
+        if config.rcps:
+            self.lm_head = RCPSLMHead(config.d_model, config.vocab_size, config.complement_map)
+            self._tied_weights_keys = {
+                "lm_head.lm_head.weight": "caduceus.backbone.embeddings.word_embeddings.embedding.weight"
+            }
+        else:
+            self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+            self._tied_weights_keys = {"lm_head.weight": "caduceus.backbone.embeddings.word_embeddings.weight"}
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.caduceus.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.caduceus.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head.lm_head if self.config.rcps else self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
+        if self.config.rcps:
+            raise NotImplementedError("replacing the output embeddings of an RCPS model is not supported")
+        self.lm_head = new_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        loss_weights: torch.FloatTensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        conjoin: bool | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
+        **kwargs,
+    ) -> tuple | MaskedLMOutput:
+        r"""
+        labels (batch, length): target ids, -100 where no loss is taken.
+        loss_weights (batch, length): optional per-token weights (e.g. to down-weight soft-masked repeats); the loss is
+            sum(w * ce) / sum(w) over labelled tokens, or / num_items_in_batch when Trainer passes it.
+        conjoin: Ph only; average the logits with those of the reverse-complement pass, aligned back and with
+            complemented vocabulary (defaults to config.conjoin_train / conjoin_eval).
+        Logits are float32 (batch, length, vocab_size).
+        """
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        outputs = self.caduceus(
+            input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            conjoin=False,
+        )
+        logits = self.lm_head(outputs.last_hidden_state).float()
+        hidden_states = outputs.hidden_states
+        if self._conjoin(conjoin) and input_ids is not None:
+            complement = self._complement(input_ids.device)
+            rc_ids = reverse_complement_ids(input_ids, complement, attention_mask)
+            rc_logits = self.lm_head(self.caduceus(rc_ids, attention_mask=attention_mask, conjoin=False)[0]).float()
+            logits = (logits + Caduceus._align(rc_logits, attention_mask)[..., complement]) / 2
+
+        loss = None
+        if labels is not None:
+            loss = self._loss(logits, labels, loss_weights, num_items_in_batch)
+        if not return_dict:
+            output = (logits,) + ((hidden_states,) if hidden_states is not None else ())
+            return ((loss,) + output) if loss is not None else output
+        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=hidden_states)
+
+    def _loss(self, logits, labels, loss_weights, num_items_in_batch) -> torch.Tensor:
+        if labels.shape != logits.shape[:-1]:
+            raise ValueError(f"labels must have shape {tuple(logits.shape[:-1])}, got {tuple(labels.shape)}")
+        labels = labels.to(logits.device)
+        valid = labels != -100
+        if valid.any():
+            bad = labels[valid]
+            if int(bad.min()) < 0 or int(bad.max()) >= logits.shape[-1]:
+                raise ValueError(
+                    f"labels must be token ids in [0, {logits.shape[-1]}) or -100 (ignored); "
+                    f"got {int(bad.min())}..{int(bad.max())}"
+                )
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="none")
+        weights = valid.reshape(-1).to(ce.dtype)
+        if loss_weights is not None:
+            if loss_weights.shape != labels.shape:
+                raise ValueError(f"loss_weights must have the shape of labels {tuple(labels.shape)}, got {tuple(loss_weights.shape)}")
+            weights = weights * loss_weights.reshape(-1).to(device=ce.device, dtype=ce.dtype)
+        return _reduce_loss(ce, weights, num_items_in_batch)
+
+
+def pool(hidden_states: torch.Tensor, mask: torch.Tensor | None, strategy: str) -> torch.Tensor:
+    """Pool (batch, length, d) over real tokens -> (batch, d). first / last are the first / last real token."""
+    if mask is None:
+        mask = torch.ones(hidden_states.shape[:2], dtype=torch.bool, device=hidden_states.device)
+    mask = mask.bool()
+    if not bool(mask.any(-1).all()):
+        raise ValueError("attention_mask has a row with no real tokens; cannot pool an empty sequence")
+    if strategy == "mean":
+        m = mask.unsqueeze(-1).to(hidden_states.dtype)
+        return (hidden_states * m).sum(1) / m.sum(1)
+    if strategy == "max":
+        return hidden_states.masked_fill(~mask.unsqueeze(-1), float("-inf")).max(1).values
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    if strategy == "first":
+        index = torch.where(mask, positions, mask.shape[1]).min(1).values
+    else:
+        index = torch.where(mask, positions, -1).max(1).values
+    return hidden_states[torch.arange(hidden_states.shape[0], device=index.device), index]
+
+
+def _strand_representations(
+    model: CaduceusPreTrainedModel,
+    input_ids: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    inputs_embeds: torch.Tensor | None,
+    output_hidden_states: bool | None,
+    conjoin: bool | None,
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor | None]], BaseModelOutputWithNoAttention]:
+    """Per-token states (batch, length, d_model) of each strand, each in its own reading order, with its mask.
+
+    PS: the forward half, and the RC half flipped back to the reverse-complement reading order (as the original).
+    Ph with conjoining: a forward pass and a pass over the reverse complement, given as (batch, length, 2) ids or
+    computed here. Otherwise: the forward pass alone.
+    """
+    pairs = input_ids is not None and input_ids.dim() == 3
+    if model.config.rcps or not (pairs or model._conjoin(conjoin)):
+        fwd_ids = input_ids[..., 0] if pairs else input_ids
+        mask = _mask_from(attention_mask, 0)
+        outputs = model.caduceus(fwd_ids, attention_mask=mask, inputs_embeds=inputs_embeds,
+                                 output_hidden_states=output_hidden_states, return_dict=True, conjoin=False)
+        states = outputs.last_hidden_state
+        if not model.config.rcps:
+            return [(states, mask)], outputs
+        fwd, rc = split_strands(states)
+        rc = rc.flip(-1)
+        rc = rc.flip(1) if mask is None else flip_real_tokens(rc, mask)
+        return [(fwd, mask), (rc, mask)], outputs
+
+    if input_ids is None:
+        raise ValueError("reverse-complement conjoining needs input_ids, not inputs_embeds")
+    fwd_mask = _mask_from(attention_mask, 0)
+    if pairs:
+        fwd_ids, rc_ids, rc_mask = input_ids[..., 0], input_ids[..., 1], _mask_from(attention_mask, 1)
+    else:
+        fwd_ids, rc_mask = input_ids, fwd_mask
+        rc_ids = reverse_complement_ids(input_ids, model._complement(input_ids.device), attention_mask)
+    outputs = model.caduceus(fwd_ids, attention_mask=fwd_mask, output_hidden_states=output_hidden_states,
+                             return_dict=True, conjoin=False)
+    rc_states = model.caduceus(rc_ids, attention_mask=rc_mask, return_dict=True, conjoin=False).last_hidden_state
+    return [(outputs.last_hidden_state, fwd_mask), (rc_states, rc_mask)], outputs
+
+
+class CaduceusForSequenceClassification(CaduceusPreTrainedModel):
+    """Caduceus with a pooled linear head (`score`, no bias, as published).
+
+    Options live in the config under the original's names: pooling_strategy ("mean", "max", "first", "last"),
+    conjoin_train / conjoin_eval (Ph), num_labels, problem_type, classifier_dropout. PS models score both strands
+    and average (RC-invariant). (batch, length, 2) input ids [forward, reverse complement] conjoin explicitly.
+    """
+
+    def __init__(self, config: CaduceusConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.caduceus = Caduceus(config)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.score = nn.Linear(config.d_model, config.num_labels, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.caduceus.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.caduceus.set_input_embeddings(value)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        conjoin: bool | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
+        **kwargs,
+    ) -> tuple | SequenceClassifierOutput:
+        r"""
+        input_ids (batch, length), or (batch, length, 2) with [..., 0] the forward and [..., 1] the reverse-complement
+        strand (the original's conjoining input); attention_mask (batch, length) or (batch, length, 2).
+        labels (batch,): class ids, floats for regression (num_labels 1) or (batch, num_labels) for multi-label.
+        """
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        self._check_inputs(input_ids, inputs_embeds, attention_mask, allow_strand_pairs=True)
+        strands, outputs = _strand_representations(
+            self, input_ids, attention_mask, inputs_embeds, output_hidden_states, conjoin
+        )
+        logits = torch.stack(
+            [self.score(self.dropout(pool(states, mask, self.config.pooling_strategy))) for states, mask in strands]
+        ).mean(0)
+
+        loss = None
+        if labels is not None:
+            loss = _classification_loss(self.config, logits, labels, num_items_in_batch)
+        if not return_dict:
+            output = (logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
+            return ((loss,) + output) if loss is not None else output
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+
+def _classification_loss(config: CaduceusConfig, logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch):
+    """HF's three problem types, without writing problem_type back into the config."""
+    labels = labels.to(logits.device)
+    num_labels = logits.shape[-1]
+    problem_type = config.problem_type
+    if problem_type is None:
+        if num_labels == 1:
+            problem_type = "regression"
+        elif labels.dtype in (torch.long, torch.int):
+            problem_type = "single_label_classification"
+        else:
+            problem_type = "multi_label_classification"
+    if problem_type == "regression":
+        per_item = F.mse_loss(logits.squeeze(-1) if num_labels == 1 else logits,
+                              labels.to(logits.dtype).reshape(logits.shape[:-1] if num_labels == 1 else logits.shape),
+                              reduction="none")
+    elif problem_type == "single_label_classification":
+        flat = labels.reshape(-1)
+        if bool(((flat < 0) | (flat >= num_labels)).any()):
+            raise ValueError(f"labels must be class ids in [0, {num_labels}), got {flat.tolist()}")
+        per_item = F.cross_entropy(logits.reshape(-1, num_labels), flat, reduction="none")
+    else:
+        per_item = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none")
+    per_item = per_item.reshape(-1)
+    return _reduce_loss(per_item, torch.ones_like(per_item), num_items_in_batch)
+
+
+class CaduceusForTokenClassification(CaduceusPreTrainedModel):
+    """Per-token labels from a linear head (`score`, with bias). PS models average both strands' scores at each
+    position (RC-invariant); Ph models can conjoin a reverse-complement pass aligned back to the forward strand."""
+
+    def __init__(self, config: CaduceusConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.caduceus = Caduceus(config)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.score = nn.Linear(config.d_model, config.num_labels, bias=True)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.caduceus.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.caduceus.set_input_embeddings(value)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        conjoin: bool | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
+        **kwargs,
+    ) -> tuple | TokenClassifierOutput:
+        r"""labels (batch, length): class ids, -100 where no loss is taken. Logits (batch, length, num_labels)."""
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        outputs = self.caduceus(input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+                                output_hidden_states=output_hidden_states, return_dict=True, conjoin=conjoin)
+        states = outputs.last_hidden_state
+        if self.config.rcps:
+            fwd, rc = split_strands(states)
+            states = (fwd + rc.flip(-1)) / 2
+        logits = self.score(self.dropout(states))
+
+        loss = None
+        if labels is not None:
+            if labels.shape != logits.shape[:-1]:
+                raise ValueError(f"labels must have shape {tuple(logits.shape[:-1])}, got {tuple(labels.shape)}")
+            labels = labels.to(logits.device)
+            valid = labels != -100
+            if valid.any() and bool(((labels[valid] < 0) | (labels[valid] >= self.num_labels)).any()):
+                raise ValueError(f"labels must be class ids in [0, {self.num_labels}) or -100")
+            ce = F.cross_entropy(logits.reshape(-1, self.num_labels).float(), labels.reshape(-1), ignore_index=-100,
+                                 reduction="none")
+            loss = _reduce_loss(ce, valid.reshape(-1).to(ce.dtype), num_items_in_batch)
+        if not return_dict:
+            output = (logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
+            return ((loss,) + output) if loss is not None else output
+        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+
+__all__ = [
+    "Caduceus",
+    "CaduceusForMaskedLM",
+    "CaduceusForSequenceClassification",
+    "CaduceusForTokenClassification",
+    "CaduceusPreTrainedModel",
+]

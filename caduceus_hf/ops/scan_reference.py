@@ -1,0 +1,63 @@
+"""The Mamba-1 selective scan in plain PyTorch: the reference every faster backend is tested against.
+
+Readable, differentiable by autograd, any device and dtype. It materialises the discretised (L x d x n) factors one
+time chunk at a time, so its memory grows with the chunk, not the sequence, when no gradient is recorded.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# Time steps whose decay factors are materialised at once; bounds memory in inference.
+_CHUNK = 256
+
+
+def selective_scan_reference(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    reverse: bool = False,
+    initial_state: torch.Tensor | None = None,
+    return_final_state: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """See `caduceus_hf.ops.selective_scan` for the contract; all arithmetic in float32."""
+    batch, length, d_inner = u.shape
+    out_dtype = u.dtype
+    u_f, B_f, C_f = u.float(), B.float(), C.float()
+    dt = delta.float()
+    if delta_bias is not None:
+        dt = dt + delta_bias.float()
+    dt = F.softplus(dt)
+    if mask is not None:
+        dt = dt * mask.to(dt.dtype).unsqueeze(-1)
+    A_f = A.float()
+
+    if initial_state is None:
+        h = u_f.new_zeros(batch, d_inner, A.shape[1])
+    else:
+        h = initial_state.float()
+    ys = [None] * length
+    starts = range(0, length, _CHUNK)
+    for start in reversed(starts) if reverse else starts:
+        stop = min(start + _CHUNK, length)
+        decay = torch.exp(dt[:, start:stop, :, None] * A_f)  # (b, T, d, n)
+        drive = (dt[:, start:stop] * u_f[:, start:stop])[..., None] * B_f[:, start:stop, None, :]
+        steps = range(stop - start)
+        for t in reversed(steps) if reverse else steps:
+            h = decay[:, t] * h + drive[:, t]
+            ys[start + t] = torch.einsum("bdn,bn->bd", h, C_f[:, start + t])
+    y = torch.stack(ys, dim=1) if length else u_f.new_zeros(batch, 0, d_inner)
+
+    if D is not None:
+        y = y + u_f * D.float()
+    if z is not None:
+        y = y * F.silu(z.float())
+    y = y.to(out_dtype)
+    return (y, h) if return_final_state else y

@@ -1,0 +1,83 @@
+"""Reverse-complement parameter sharing (RCPS, the "PS" of Caduceus-PS).
+
+A PS hidden state has 2 * d_model channels: the forward strand in [..., :d] and the reverse-complement strand in
+[..., d:], stored so that RC(h) = flip over length and channels maps the representation of x to that of rc(x). Every
+module applies the same weights to both strands: f_rc(h) = cat(f(h[..., :d]), RC(f(RC(h[..., d:])))).
+
+The original materialises those flips. Here they are folded away: a position-wise module on the RC strand is the same
+module with its channels reversed, and a bidirectional mixer on a length-reversed sequence is the same mixer with its
+two scan directions swapped, so nothing is flipped along the sequence, which also keeps padding masks aligned.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .dna import complement_table
+from .mixer import BiMamba
+
+
+def split_strands(hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(..., 2d) -> forward strand (..., d), reverse-complement strand (..., d)."""
+    return hidden_states.chunk(2, dim=-1)
+
+
+def swap_strands(hidden_states: torch.Tensor) -> torch.Tensor:
+    """[a | b] -> [b | a]: the original's fused add+norm reads the strands in this order (see modeling docs)."""
+    fwd, rc = split_strands(hidden_states)
+    return torch.cat([rc, fwd], dim=-1)
+
+
+class RCPSEmbedding(nn.Module):
+    """Token embedding of both strands: cat(E[ids], RC(E[rc(ids)])) = cat(E[ids], flip_channels(E[complement(ids)]))."""
+
+    def __init__(self, vocab_size: int, d_model: int, complement_map: dict[int, int]) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, d_model)
+        # Persistent because the published checkpoints store it.
+        self.register_buffer("complement_map", complement_table(complement_map, vocab_size))
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.embedding.weight
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(batch, length) ids -> (batch, length, 2 * d_model)."""
+        fwd = self.embedding(input_ids)
+        rc = self.embedding(self.complement_map[input_ids]).flip(-1)
+        return torch.cat([fwd, rc], dim=-1)
+
+
+class RCPSWrapper(nn.Module):
+    """Runs a BiMamba on both strands with shared weights. `submodule` keeps the published parameter names."""
+
+    def __init__(self, submodule: BiMamba) -> None:
+        super().__init__()
+        self.submodule = submodule
+
+    def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, length, 2d) -> (batch, length, 2d)."""
+        fwd, rc = split_strands(hidden_states)
+        out_fwd = self.submodule(fwd, mask)
+        out_rc = self.submodule(rc.flip(-1), mask, swap_directions=True).flip(-1)
+        return torch.cat([out_fwd, out_rc], dim=-1)
+
+
+class RCPSLMHead(nn.Module):
+    """Logits of both strands, summed: h_fwd W^T + flip_channels(h_rc) W[complement]^T (weight tied to E)."""
+
+    def __init__(self, d_model: int, vocab_size: int, complement_map: dict[int, int]) -> None:
+        super().__init__()
+        self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
+        self.register_buffer("complement_map", complement_table(complement_map, vocab_size))
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.lm_head.weight
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """(batch, length, 2 * d_model) -> (batch, length, vocab_size)."""
+        fwd, rc = split_strands(hidden_states)
+        return F.linear(fwd, self.weight) + F.linear(rc.flip(-1), self.weight[self.complement_map])

@@ -1,0 +1,44 @@
+"""Shared test helpers: fixture paths, tiny configs, the optional ../shared data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tests never touch the network or the user's Hub cache.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def tiny_config(**overrides):
+    from caduceus_hf import CaduceusConfig
+
+    kwargs = dict(d_model=16, n_layer=2, vocab_size=12, ssm_cfg={"d_state": 4})
+    kwargs.update(overrides)
+    return CaduceusConfig(**kwargs)
+
+
+def perturb(model: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch.nn.Module:
+    """Move every parameter off its init value (norm weights at 1, D at 1 and zero biases would hide bugs)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * scale)
+    return model
+
+
+def random_ids(batch: int, length: int, seed: int = 0, low: int = 7, high: int = 12) -> torch.Tensor:
+    return torch.randint(low, high, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present (fresh clone outside the workplace)")
+    return SHARED_DATA
