@@ -1,5 +1,11 @@
 """Conversion of original Caduceus checkpoints to native caduceus-hf directories, and publishing to the Hub.
 
-Installed as `caduceus_hf.conversion` (this folder is mapped there by setup.cfg); use it through
-`caduceus-hf convert` and `caduceus-hf push`.
+This folder is installed as `caduceus_hf.conversion` (setup.cfg maps it there, so no top-level `conversion` package
+lands in site-packages). Command line: `caduceus-hf convert SRC DST` and `caduceus-hf push DIR REPO_ID`.
 """
+
+from .convert import ConversionReport, convert
+from .errors import ConversionError
+from .publish import push
+
+__all__ = ["ConversionError", "ConversionReport", "convert", "push"]
