@@ -11,9 +11,11 @@ from transformers import (
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
+    AutoTokenizer,
 )
 
 from .configuration_caduceus import CaduceusConfig
+from .data_collator import DataCollatorForNucleotideMLM
 from .dna import reverse_complement, reverse_complement_ids
 from .modeling_caduceus import (
     Caduceus,
@@ -22,6 +24,7 @@ from .modeling_caduceus import (
     CaduceusForTokenClassification,
     CaduceusPreTrainedModel,
 )
+from .tokenization_caduceus import CaduceusTokenizer
 
 __version__ = "0.1.0"
 
@@ -30,6 +33,7 @@ AutoModel.register(CaduceusConfig, Caduceus, exist_ok=True)
 AutoModelForMaskedLM.register(CaduceusConfig, CaduceusForMaskedLM, exist_ok=True)
 AutoModelForSequenceClassification.register(CaduceusConfig, CaduceusForSequenceClassification, exist_ok=True)
 AutoModelForTokenClassification.register(CaduceusConfig, CaduceusForTokenClassification, exist_ok=True)
+AutoTokenizer.register(CaduceusConfig, tokenizer_class=CaduceusTokenizer, exist_ok=True)
 
 __all__ = [
     "Caduceus",
@@ -38,6 +42,8 @@ __all__ = [
     "CaduceusForSequenceClassification",
     "CaduceusForTokenClassification",
     "CaduceusPreTrainedModel",
+    "CaduceusTokenizer",
+    "DataCollatorForNucleotideMLM",
     "reverse_complement",
     "reverse_complement_ids",
 ]

@@ -74,6 +74,8 @@ def flip_real_tokens(x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Ten
     """
     mask = attention_mask.bool()
     length = mask.shape[-1]
+    if length == 0:
+        return x
     positions = torch.arange(length, device=x.device).expand_as(mask)
     n_real = mask.sum(-1, keepdim=True)
     start = torch.where(mask, positions, length).min(-1, keepdim=True).values.clamp(max=length)
