@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .configuration_caduceus import CaduceusConfig
+from .ops import kernels
 from .ops.conv import short_conv_silu
 from .ops.scan import selective_scan
 
@@ -52,7 +53,7 @@ class Mamba(nn.Module):
         # 1. Padding contributes nothing: zero it before the convolution, and the scan skips masked steps.
         if mask is not None:
             x = x * mask.unsqueeze(-1).to(x.dtype)
-        x = short_conv_silu(x, self.conv1d.weight, self.conv1d.bias, reverse=reverse)
+        x = short_conv_silu(x, self.conv1d.weight, self.conv1d.bias, reverse=reverse, backend=self.scan_backend)
         # 2. Input-dependent step size and projections.
         dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.linear(dt, self.dt_proj.weight)
@@ -75,7 +76,15 @@ class Mamba(nn.Module):
     def forward(
         self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None, reverse: bool = False
     ) -> torch.Tensor:
-        """(batch, length, d_model) -> (batch, length, d_model)."""
+        """(batch, length, d_model) -> (batch, length, d_model).
+
+        On CUDA, without a mask, mamba-ssm's fused mamba_inner_fn runs the whole mixer when it is installed together
+        with causal-conv1d and scan_backend allows kernels; a mask needs the unfused path, whose scan skips padding.
+        """
+        if mask is None:
+            fused = kernels.mamba_inner_kernel(hidden_states, self.scan_backend, self.conv1d.kernel_size[0])
+            if fused is not None:
+                return kernels.run_mamba_inner(fused, self, hidden_states, reverse)
         x, z = self.in_proj(hidden_states).chunk(2, dim=-1)
         return self.out_proj(self.ssm(x, z, mask, reverse))
 
@@ -124,6 +133,10 @@ class BiMamba(nn.Module):
             out_rev = self.mamba_rev(hidden_states, mask, reverse=not swap_directions)
             return out_fwd + out_rev if self.strategy == "add" else out_fwd * out_rev
 
+        # On CUDA with mamba-ssm, both directions run in one scan launch in the kernels' layout.
+        scan_kernel = kernels.bimamba_scan_kernel(hidden_states, self.mamba_fwd.scan_backend)
+        if scan_kernel is not None:
+            return kernels.run_bimamba(scan_kernel, self, hidden_states, mask, swap_directions, short_conv_silu)
         # 1. Shared input projection, once.
         x, z = self.mamba_fwd.in_proj(hidden_states).chunk(2, dim=-1)
         # 2. The two scans over the same projected input, in opposite directions.
