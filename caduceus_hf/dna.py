@@ -14,6 +14,8 @@ NUCLEOTIDES: tuple[str, ...] = ("A", "C", "G", "T", "N")
 VOCAB: dict[str, int] = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + NUCLEOTIDES)}
 SPECIAL_TOKEN_IDS: dict[str, int] = {tok: VOCAB[tok] for tok in SPECIAL_TOKENS}
 NUCLEOTIDE_IDS: tuple[int, ...] = tuple(VOCAB[b] for b in "ACGT")
+# Tokens that frame or pad a sequence rather than belong to it: a reverse complement leaves them where they are.
+FRAMING_TOKEN_IDS: tuple[int, ...] = tuple(VOCAB[t] for t in ("[CLS]", "[SEP]", "[BOS]", "[PAD]"))
 
 _BASE_COMPLEMENT = {"A": "T", "C": "G", "G": "C", "T": "A", "N": "N"}
 # Token id -> id of the complementary token; every special token is its own complement.
@@ -86,6 +88,7 @@ def flip_real_tokens(x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Ten
 
 
 __all__ = [
+    "FRAMING_TOKEN_IDS",
     "DNA_COMPLEMENT_MAP",
     "NUCLEOTIDES",
     "NUCLEOTIDE_IDS",

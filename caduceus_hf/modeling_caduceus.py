@@ -25,7 +25,7 @@ from transformers.modeling_outputs import (
 )
 
 from .configuration_caduceus import CaduceusConfig
-from .dna import complement_table, flip_real_tokens, reverse_complement_ids
+from .dna import FRAMING_TOKEN_IDS, complement_table, flip_real_tokens, reverse_complement_ids
 from .mixer import BiMamba, Mamba
 from .ops.norm import RMSNorm, norm
 from .rcps import RCPSEmbedding, RCPSLMHead, RCPSWrapper, split_strands, swap_strands
@@ -256,6 +256,24 @@ class CaduceusPreTrainedModel(PreTrainedModel):
     def _complement(self, device: torch.device) -> torch.Tensor:
         return complement_table(self.config.complement_map, self.config.vocab_size).to(device)
 
+    def _reverse_complement(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reverse-complement strand as the tokenizer would give it, and the span that was reversed.
+
+        Only the sequence is reversed: padding ([PAD], or attention_mask 0) and the tokenizer's framing tokens ([CLS],
+        [BOS], the trailing [SEP]) stay where they are, so the RC pass sees "rc(x) [SEP]" exactly as if rc(x) had been
+        tokenized. The span (batch, length) is True on the reversed positions; it must be one contiguous run per row.
+        """
+        span = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        span = span & ~torch.isin(input_ids, torch.tensor(FRAMING_TOKEN_IDS, device=input_ids.device))
+        return reverse_complement_ids(input_ids, self._complement(input_ids.device), span), span
+
+    @staticmethod
+    def _align(rc_states: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
+        """States (batch, length, ...) of the RC pass, put back in forward-strand order."""
+        return flip_real_tokens(rc_states, span)
+
 
 def _init_default_linear(linear: nn.Linear) -> None:
     """PyTorch's nn.Linear default init for the weight; zero bias (mamba-ssm zeroes Linear biases)."""
@@ -326,20 +344,15 @@ class Caduceus(CaduceusPreTrainedModel):
 
         last, hidden = self.backbone(input_ids, inputs_embeds, attention_mask, output_hidden_states)
         if self._conjoin(conjoin) and input_ids is not None:
-            rc_ids = reverse_complement_ids(input_ids, self._complement(input_ids.device), attention_mask)
+            rc_ids, span = self._reverse_complement(input_ids, attention_mask)
             rc_last, rc_hidden = self.backbone(rc_ids, None, attention_mask, output_hidden_states)
-            last = (last + self._align(rc_last, attention_mask)) / 2
+            last = (last + self._align(rc_last, span)) / 2
             if hidden is not None:
-                hidden = tuple((h + self._align(r, attention_mask)) / 2 for h, r in zip(hidden, rc_hidden))
+                hidden = tuple((h + self._align(r, span)) / 2 for h, r in zip(hidden, rc_hidden))
 
         if not return_dict:
             return (last, hidden) if hidden is not None else (last,)
         return BaseModelOutputWithNoAttention(last_hidden_state=last, hidden_states=hidden)
-
-    @staticmethod
-    def _align(rc_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        """States of the RC pass, put back in forward-strand order."""
-        return rc_states.flip(1) if attention_mask is None else flip_real_tokens(rc_states, attention_mask)
 
 
 class CaduceusForMaskedLM(CaduceusPreTrainedModel):
@@ -405,10 +418,9 @@ class CaduceusForMaskedLM(CaduceusPreTrainedModel):
         logits = self.lm_head(outputs.last_hidden_state).float()
         hidden_states = outputs.hidden_states
         if self._conjoin(conjoin) and input_ids is not None:
-            complement = self._complement(input_ids.device)
-            rc_ids = reverse_complement_ids(input_ids, complement, attention_mask)
+            rc_ids, span = self._reverse_complement(input_ids, attention_mask)
             rc_logits = self.lm_head(self.caduceus(rc_ids, attention_mask=attention_mask, conjoin=False)[0]).float()
-            logits = (logits + Caduceus._align(rc_logits, attention_mask)[..., complement]) / 2
+            logits = (logits + self._align(rc_logits, span)[..., self._complement(logits.device)]) / 2
 
         loss = None
         if labels is not None:
@@ -494,7 +506,7 @@ def _strand_representations(
         fwd_ids, rc_ids, rc_mask = input_ids[..., 0], input_ids[..., 1], _mask_from(attention_mask, 1)
     else:
         fwd_ids, rc_mask = input_ids, fwd_mask
-        rc_ids = reverse_complement_ids(input_ids, model._complement(input_ids.device), attention_mask)
+        rc_ids = model._reverse_complement(input_ids, attention_mask)[0]
     outputs = model.caduceus(fwd_ids, attention_mask=fwd_mask, output_hidden_states=output_hidden_states,
                              return_dict=True, conjoin=False)
     rc_states = model.caduceus(rc_ids, attention_mask=rc_mask, return_dict=True, conjoin=False).last_hidden_state

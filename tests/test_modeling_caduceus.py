@@ -150,15 +150,41 @@ def test_sequence_classification_fixtures(name, mode):
             torch.testing.assert_close(out.loss.reshape(1), reference[f"loss_{part}.{combo}"], **CLOSE)
 
 
+def _tokenized_reverse_complement(ids: torch.Tensor) -> torch.Tensor:
+    """What tokenizing the reverse-complement strings gives: the bases reversed and complemented, [PAD] and [SEP]
+    where they were (written out position by position, independently of the package's helpers)."""
+    comp = {7: 10, 8: 9, 9: 8, 10: 7}
+    out = ids.clone()
+    for row in range(ids.shape[0]):
+        positions = [i for i in range(ids.shape[1]) if int(ids[row, i]) not in (0, 1, 2, 4)]
+        for i, j in zip(positions, reversed(positions)):
+            out[row, i] = comp.get(int(ids[row, j]), int(ids[row, j]))
+    return out
+
+
 def test_two_dimensional_conjoin_equals_the_explicit_strand_pair():
-    inputs = load_file(FIXTURES / "cls_ph" / "inputs.safetensors")
+    """A (batch, length) input conjoins with the reverse complement as the tokenizer would give it ([SEP] last)."""
+    ids = load_file(FIXTURES / "cls_ph" / "inputs.safetensors")["input_ids_a"]
     model = AutoModelForSequenceClassification.from_pretrained(FIXTURES / "cls_ph", conjoin_eval=True).eval()
+    pair = torch.stack([ids, _tokenized_reverse_complement(ids)], dim=-1)
     with torch.no_grad():
-        pair = model(inputs["input_ids_a_conjoin"]).logits
-        computed = model(inputs["input_ids_a"]).logits
-        plain = model(inputs["input_ids_a"], conjoin=False).logits
-    torch.testing.assert_close(computed, pair, **CLOSE)
-    assert not torch.allclose(plain, pair)
+        explicit = model(pair).logits
+        computed = model(ids).logits
+        plain = model(ids, conjoin=False).logits
+    torch.testing.assert_close(computed, explicit, **CLOSE)
+    assert not torch.allclose(plain, explicit)
+
+
+def test_conjoined_masked_lm_keeps_sep_in_place():
+    model = perturb(CaduceusForMaskedLM(tiny_config()), seed=19).eval()
+    ids = torch.cat([random_ids(2, 11, seed=20), torch.ones(2, 1, dtype=torch.long)], dim=1)  # ... [SEP]
+    rc = _tokenized_reverse_complement(ids)
+    comp = torch.tensor([DNA_COMPLEMENT_MAP.get(i, i) for i in range(16)])
+    with torch.no_grad():
+        fwd, rc_logits = model(ids).logits, model(rc).logits
+        conj = model(ids, conjoin=True).logits
+    aligned = torch.cat([rc_logits[:, :-1].flip(1), rc_logits[:, -1:]], dim=1)[..., comp]
+    torch.testing.assert_close(conj, (fwd + aligned) / 2)
 
 
 # --- every config option against the literal original -----------------------------------------------------------
