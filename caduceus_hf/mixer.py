@@ -2,9 +2,16 @@
 
 A Mamba mixer runs in either direction: `reverse=True` scans from the end and uses the mirrored (anti-causal) short
 convolution, which is what the original computes as flip(mamba(flip(x))), without materialising any flip.
+
+Long sequences without autograd run in time chunks (`BiMamba.forward_chunked`), so that memory grows with
+length x d_model rather than with the mixer's many length x d_inner intermediates; see `chunked`.
 """
 
 from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +21,55 @@ from .configuration_caduceus import CaduceusConfig
 from .ops import kernels
 from .ops.conv import short_conv_silu
 from .ops.scan import selective_scan
+
+
+STREAM_CHUNK = 8192
+"""Time steps per chunk of the chunked inference path; a module constant so that tests can lower it."""
+
+Rows = Callable[[int, int], torch.Tensor]
+"""rows(start, stop) -> the mixer input (batch, stop - start, d_model) at those time steps, computed on demand."""
+Write = Callable[[int, int, torch.Tensor], None]
+"""write(start, stop, out) stores the mixer output (batch, stop - start, d_model) of those time steps."""
+
+
+def chunked(hidden_states: torch.Tensor) -> bool:
+    """Whether a mixer input (batch, length, d) runs in time chunks: CPU tensors, no autograd, longer than a chunk.
+
+    Only inference: the chunked path recomputes one direction instead of keeping it, which autograd cannot see.
+    CUDA tensors keep their kernels' one-launch paths.
+    """
+    return not torch.is_grad_enabled() and hidden_states.device.type == "cpu" and hidden_states.shape[1] > STREAM_CHUNK
+
+
+_buffers: contextvars.ContextVar[dict | None] = contextvars.ContextVar("caduceus_hf_chunk_buffers", default=None)
+
+
+@contextlib.contextmanager
+def reused_buffers() -> Iterator[None]:
+    """Within it, forward_chunked takes its (batch, length, d_inner) buffer from the layer before rather than
+    allocating it: at 131k steps, faulting in fresh pages for it costs about 4 % of a layer. Released on exit."""
+    token = _buffers.set({})
+    try:
+        yield
+    finally:
+        _buffers.reset(token)
+
+
+def _buffer(like: torch.Tensor, *shape: int) -> torch.Tensor:
+    """An uninitialised tensor of `shape` with like's dtype and device; reused within `reused_buffers`."""
+    cache = _buffers.get()
+    if cache is None:
+        return like.new_empty(shape)
+    key = (shape, like.dtype, like.device)
+    if key not in cache:
+        cache[key] = like.new_empty(shape)
+    return cache[key]
+
+
+def _linear_rows(linear: nn.Linear, x: torch.Tensor, rows: slice) -> torch.Tensor:
+    """linear(x) restricted to the output features `rows` (a contiguous slice of the weight: no copy)."""
+    bias = None if linear.bias is None else linear.bias[rows]
+    return F.linear(x, linear.weight[rows], bias)
 
 
 class Mamba(nn.Module):
@@ -45,15 +101,27 @@ class Mamba(nn.Module):
     def ssm(
         self,
         x: torch.Tensor,
-        z: torch.Tensor,
+        z: torch.Tensor | None,
         mask: torch.Tensor | None = None,
         reverse: bool = False,
-    ) -> torch.Tensor:
-        """The part between in_proj and out_proj: (batch, length, d_inner) x and gate z -> gated scan output."""
+        initial_state: torch.Tensor | None = None,
+        return_final_state: bool = False,
+        lead: int = 0,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The part between in_proj and out_proj: x and gate z (batch, length, d_inner) -> gated scan output.
+
+        For a time chunk, x (and mask) also hold the neighbouring steps that the short convolution reads: `lead`
+        steps before the chunk and any number after it; the chunk's length is then z's (or, without z, what the
+        rest of x leaves), and the scan starts from initial_state (batch, d_inner, d_state) as the state carried in.
+        """
+        length = x.shape[1] - lead if z is None else z.shape[1]
         # 1. Padding contributes nothing: zero it before the convolution, and the scan skips masked steps.
         if mask is not None:
             x = x * mask.unsqueeze(-1).to(x.dtype)
         x = short_conv_silu(x, self.conv1d.weight, self.conv1d.bias, reverse=reverse, backend=self.scan_backend)
+        if lead or x.shape[1] > length:
+            x = x[:, lead : lead + length]
+            mask = None if mask is None else mask[:, lead : lead + length]
         # 2. Input-dependent step size and projections.
         dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.linear(dt, self.dt_proj.weight)
@@ -70,6 +138,8 @@ class Mamba(nn.Module):
             delta_bias=self.dt_proj.bias.float(),
             mask=mask,
             reverse=reverse,
+            initial_state=initial_state,
+            return_final_state=return_final_state,
             backend=self.scan_backend,
         )
 
@@ -143,8 +213,89 @@ class BiMamba(nn.Module):
         y_fwd = self.mamba_fwd.ssm(x, z, mask, reverse=swap_directions)
         y_rev = self.mamba_rev.ssm(x, z, mask, reverse=not swap_directions)
         # 3. Shared output projection: once for "add", per direction for "ew_multiply".
-        out_proj = self.mamba_fwd.out_proj
+        return self._combine(y_fwd, y_rev)
+
+    def _combine(self, y_fwd: torch.Tensor, y_rev: torch.Tensor) -> torch.Tensor:
+        """Both directions' scan outputs (batch, length, d_inner) -> the mixer output (batch, length, d_model)."""
+        proj_fwd, proj_rev = self.mamba_fwd.out_proj, self.mamba_rev.out_proj
         if self.strategy == "ew_multiply":
-            return out_proj(y_fwd) * out_proj(y_rev)
-        out = out_proj(y_fwd + y_rev)
-        return out if out_proj.bias is None else out + out_proj.bias
+            return proj_fwd(y_fwd) * proj_rev(y_rev)
+        if not self.weight_tie:
+            return proj_fwd(y_fwd) + proj_rev(y_rev)
+        grad = torch.is_grad_enabled()
+        out = proj_fwd(y_fwd + y_rev if grad else y_fwd.add_(y_rev))
+        if proj_fwd.bias is None:
+            return out
+        return out + proj_fwd.bias if grad else out.add_(proj_fwd.bias)
+
+    @torch.no_grad()
+    def forward_chunked(
+        self, rows: Rows, length: int, write: Write, mask: torch.Tensor | None = None, swap_directions: bool = False
+    ) -> None:
+        """The forward of rows(0, length) without autograd, STREAM_CHUNK time steps at a time: write(start, stop, out)
+        receives each chunk's output. Same values as `forward`; no tensor spans the sequence but one of
+        (batch, length, d_inner) for a bidirectional mixer.
+
+        A chunk's short convolution reads the d_conv - 1 neighbouring steps too, and each scan carries its state from
+        the chunk before it in its own direction. One direction ascends, the other descends, and a chunk's output
+        needs both: pass 1 runs the ascending direction through every chunk but the last, keeping only x (the
+        in_proj half that the convolution reads) and the state entering each chunk; pass 2 walks the chunks
+        downwards, running the descending direction and re-running the ascending one from its saved state (its
+        convolution, x_proj and scan: a fraction of the layer's time, next to the in_proj and out_proj it saves).
+        """
+        bounds = [(start, min(start + STREAM_CHUNK, length)) for start in range(0, length, STREAM_CHUNK)]
+        ctx = self.mamba_fwd.conv1d.kernel_size[0] - 1
+
+        def mask_at(start: int, stop: int) -> torch.Tensor | None:
+            return None if mask is None else mask[:, start:stop]
+
+        if not self.bidirectional:
+            self._single_direction_chunked(rows, length, write, mask_at, bounds, ctx, swap_directions)
+            return
+        # Which module runs which way: the mixer of a reverse-complemented strand swaps them (see forward).
+        asc, desc = (self.mamba_rev, self.mamba_fwd) if swap_directions else (self.mamba_fwd, self.mamba_rev)
+        d_inner = asc.d_inner
+        x_half, z_half = slice(0, d_inner), slice(d_inner, 2 * d_inner)
+
+        # Pass 1, ascending: x of the ascending direction everywhere, and its scan state entering every chunk.
+        x_all = None
+        states = [None]
+        for i, (start, stop) in enumerate(bounds):
+            x = _linear_rows(asc.in_proj, rows(start, stop), x_half)
+            if x_all is None:
+                x_all = _buffer(x, x.shape[0], length, d_inner)
+            x_all[:, start:stop] = x
+            del x
+            if i < len(bounds) - 1:
+                lo = max(0, start - ctx)
+                _, state = asc.ssm(x_all[:, lo:stop], None, mask_at(lo, stop), False, states[-1], True, lead=start - lo)
+                states.append(state)
+
+        # Pass 2, descending: both directions of each chunk, combined and written.
+        desc_state = None
+        for i in range(len(bounds) - 1, -1, -1):
+            start, stop = bounds[i]
+            lo, hi = max(0, start - ctx), min(length, stop + ctx)
+            if self.weight_tie:
+                z_asc = z_desc = _linear_rows(asc.in_proj, rows(start, stop), z_half)
+                x_desc = x_all[:, start:hi]
+            else:
+                z_asc = _linear_rows(asc.in_proj, rows(start, stop), z_half)
+                xz = desc.in_proj(rows(start, hi))
+                x_desc, z_desc = xz[..., x_half], xz[:, : stop - start, z_half]
+            y_asc = asc.ssm(x_all[:, lo:stop], z_asc, mask_at(lo, stop), False, states[i], lead=start - lo)
+            y_desc, desc_state = desc.ssm(x_desc, z_desc, mask_at(start, hi), True, desc_state, True)
+            y_fwd, y_rev = (y_desc, y_asc) if swap_directions else (y_asc, y_desc)
+            write(start, stop, self._combine(y_fwd, y_rev))
+
+    def _single_direction_chunked(self, rows, length, write, mask_at, bounds, ctx, reverse) -> None:
+        """forward_chunked of a one-direction mixer: one pass, in the scan's direction, carrying its state."""
+        mamba = self.mamba_fwd
+        d_inner = mamba.d_inner
+        state = None
+        for start, stop in reversed(bounds) if reverse else bounds:
+            lo, hi = (start, min(length, stop + ctx)) if reverse else (max(0, start - ctx), stop)
+            xz = mamba.in_proj(rows(lo, hi))
+            x, z = xz[..., :d_inner], xz[:, start - lo : stop - lo, d_inner:]
+            y, state = mamba.ssm(x, z, mask_at(lo, hi), reverse, state, True, lead=start - lo)
+            write(start, stop, mamba.out_proj(y))

@@ -26,9 +26,9 @@ from transformers.modeling_outputs import (
 
 from .configuration_caduceus import CaduceusConfig
 from .dna import FRAMING_TOKEN_IDS, complement_table, flip_real_tokens, reverse_complement_ids
-from .mixer import BiMamba, Mamba
+from .mixer import BiMamba, Mamba, chunked, reused_buffers
 from .ops.norm import RMSNorm, norm
-from .rcps import RCPSEmbedding, RCPSLMHead, RCPSWrapper, split_strands, swap_strands
+from .rcps import RCPSEmbedding, RCPSLMHead, RCPSWrapper, split_strands, swap_strands, swap_strands_
 
 
 # The original's non-fused PS models wrap their norms (`...norm.submodule.weight`); the weights are the same, so both
@@ -95,8 +95,15 @@ class CaduceusBlock(GradientCheckpointingLayer):
         hidden_states: torch.Tensor,
         residual: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
+        reuse_inputs: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """hidden_states, residual (batch, length, hidden_size) -> new hidden_states, new residual."""
+        """hidden_states, residual (batch, length, hidden_size) -> new hidden_states, new residual.
+
+        reuse_inputs: the caller hands both tensors over (nothing else refers to them), so that the chunked inference
+        path for long sequences (`mixer.chunked`) may overwrite them instead of allocating.
+        """
+        if chunked(hidden_states):
+            return self._forward_chunked(hidden_states, residual, mask, reuse_inputs)
         # 1. The fused PS semantics: strands swapped on entry.
         if self.swap_strands:
             hidden_states = swap_strands(hidden_states)
@@ -108,6 +115,52 @@ class CaduceusBlock(GradientCheckpointingLayer):
             residual = residual.float()
         # 3. Mix along the sequence.
         return self.mixer(normed, mask), residual
+
+    def _forward_chunked(
+        self, hidden_states: torch.Tensor, residual: torch.Tensor | None, mask: torch.Tensor | None, reuse_inputs: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """forward without autograd, for long sequences: the mixer normalises its input and runs a time chunk at a
+        time, and the residual sum and the mixer output go into the inputs' buffers where they are handed over, so
+        that a layer holds two (batch, length, hidden_size) tensors and the mixer's one of (batch, length, d_inner)."""
+        # 1. Add: swap(h) + swap(r) = swap(h + r) gives the fused PS semantics after the sum.
+        spare = None
+        if residual is None:
+            residual, owned = hidden_states, False
+        else:
+            summed = torch.result_type(hidden_states, residual)
+            if reuse_inputs and summed == hidden_states.dtype:
+                residual, spare = hidden_states.add_(residual), residual
+            elif reuse_inputs and summed == residual.dtype:
+                residual, spare = residual.add_(hidden_states), hidden_states
+            else:
+                residual = hidden_states + residual
+            owned = True
+        if self.swap_strands:
+            residual = swap_strands_(residual) if owned else swap_strands(residual)
+        if self.residual_in_fp32:
+            residual = residual.float()
+        # 2. Mix, normalising each chunk as the mixer asks for it (the norm is position-wise).
+        dtype = self.norm.weight.dtype
+        out = spare if spare is not None and spare.dtype == dtype else residual.new_empty(residual.shape, dtype=dtype)
+        rms = isinstance(self.norm, RMSNorm)
+        weight, bias, eps = self.norm.weight, self.norm.bias, self.norm.eps
+        if self.rcps:
+            d = residual.shape[-1] // 2
+            self.mixer.forward_chunked(
+                lambda a, b: norm(residual[:, a:b, :d], weight, bias, eps, rms),
+                lambda a, b: norm(residual[:, a:b, d:], weight, bias, eps, rms, flip_channels=True),
+                out,
+                mask,
+            )
+        else:
+
+            def write(start: int, stop: int, y: torch.Tensor) -> None:
+                out[:, start:stop] = y
+
+            self.mixer.forward_chunked(
+                lambda a, b: norm(residual[:, a:b], weight, bias, eps, rms), residual.shape[1], write, mask
+            )
+        return out, residual
 
 
 class CaduceusBackbone(nn.Module):
@@ -131,13 +184,23 @@ class CaduceusBackbone(nn.Module):
         the embedding output, the residual stream after each block but the last, and the final state."""
         hidden_states = self.embeddings(input_ids) if inputs_embeds is None else inputs_embeds
         all_hidden_states = [hidden_states] if output_hidden_states else None
+        # Blocks may overwrite the tensors handed to them (long inputs without autograd): the blocks' own outputs,
+        # and the embedding output unless the caller gave it or it is returned.
+        embeddings_own = inputs_embeds is None and not output_hidden_states
         residual = None
-        for i, layer in enumerate(self.layers):
-            hidden_states, residual = layer(hidden_states, residual, mask)
-            if output_hidden_states and i < len(self.layers) - 1:
-                all_hidden_states.append(hidden_states + residual)
+        with reused_buffers():
+            for i, layer in enumerate(self.layers):
+                reuse = i > 1 or (i == 1 and embeddings_own)
+                hidden_states, residual = layer(hidden_states, residual, mask, reuse_inputs=reuse)
+                if output_hidden_states and i < len(self.layers) - 1:
+                    all_hidden_states.append(hidden_states + residual)
         # The final norm is never strand-swapped, in either of the original's branches.
-        residual = hidden_states if residual is None else hidden_states + residual
+        if residual is None:
+            residual = hidden_states
+        elif chunked(hidden_states) and torch.result_type(hidden_states, residual) == hidden_states.dtype:
+            residual = hidden_states.add_(residual)
+        else:
+            residual = hidden_states + residual
         hidden_states = _apply_norm(self.norm_f, residual, self.rcps)
         if output_hidden_states:
             all_hidden_states.append(hidden_states)

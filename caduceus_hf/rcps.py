@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dna import complement_table
-from .mixer import BiMamba
+from . import mixer
+from .mixer import BiMamba, Rows
 
 
 def split_strands(hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,6 +29,17 @@ def swap_strands(hidden_states: torch.Tensor) -> torch.Tensor:
     """[a | b] -> [b | a]: the original's fused add+norm reads the strands in this order (see modeling docs)."""
     fwd, rc = split_strands(hidden_states)
     return torch.cat([rc, fwd], dim=-1)
+
+
+def swap_strands_(hidden_states: torch.Tensor) -> torch.Tensor:
+    """swap_strands in place, a time chunk at a time (the temporary is one chunk of one strand); returns its input."""
+    d = hidden_states.shape[-1] // 2
+    for start in range(0, hidden_states.shape[1], mixer.STREAM_CHUNK):
+        rows = hidden_states[:, start : start + mixer.STREAM_CHUNK]
+        fwd = rows[..., :d].clone()
+        rows[..., :d] = rows[..., d:]
+        rows[..., d:] = fwd
+    return hidden_states
 
 
 class RCPSEmbedding(nn.Module):
@@ -63,6 +75,24 @@ class RCPSWrapper(nn.Module):
         out_fwd = self.submodule(fwd, mask)
         out_rc = self.submodule(rc.flip(-1), mask, swap_directions=True).flip(-1)
         return torch.cat([out_fwd, out_rc], dim=-1)
+
+    @torch.no_grad()
+    def forward_chunked(
+        self, rows_fwd: Rows, rows_rc: Rows, out: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> None:
+        """forward in time chunks (`BiMamba.forward_chunked`) into out (batch, length, 2d): rows_fwd and rows_rc give
+        the input's two strands (batch, n, d) as they lie in the hidden state, one strand at a time."""
+        d = out.shape[-1] // 2
+
+        def write_fwd(start: int, stop: int, y: torch.Tensor) -> None:
+            out[:, start:stop, :d] = y
+
+        def write_rc(start: int, stop: int, y: torch.Tensor) -> None:
+            out[:, start:stop, d:] = y.flip(-1)
+
+        length = out.shape[1]
+        self.submodule.forward_chunked(rows_fwd, length, write_fwd, mask)
+        self.submodule.forward_chunked(lambda a, b: rows_rc(a, b).flip(-1), length, write_rc, mask, True)
 
 
 class RCPSLMHead(nn.Module):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import kernels
+from . import conv_cpu, kernels
 
 
 def short_conv_silu(
@@ -20,11 +20,15 @@ def short_conv_silu(
     Causal (output t sees inputs t-k+1..t, zeros before the start) as in mamba_simple.Mamba; with reverse=True the
     mirror image (inputs t..t+k-1 with the kernel reversed), which equals flip(conv(flip(x))) without the flips.
     CUDA tensors go through causal-conv1d's fused conv + silu kernel when it is installed and `backend` (the model's
-    scan_backend) allows kernels ("auto" or "cuda"); `kernels.disabled()` turns it off too.
+    scan_backend) allows kernels ("auto" or "cuda"); `kernels.disabled()` turns it off too. CPU tensors go through the
+    numba kernel (`conv_cpu.py`: x read in place, contiguous output) for backend "auto" or "cpu" when numba is
+    usable. Otherwise, and always for backend "reference", the PyTorch path below runs: the reference.
     """
     fused = kernels.causal_conv1d_kernel(x, weight) if backend in ("auto", "cuda") else None
     if fused is not None:
         return kernels.run_causal_conv_silu(fused, x, weight, bias, reverse)
+    if backend in ("auto", "cpu") and conv_cpu.supports(x, weight):
+        return conv_cpu.short_conv_silu_cpu(x, weight, bias, reverse)
     channels, kernel = weight.shape[0], weight.shape[-1]
     xt = x.transpose(1, 2)
     if reverse:

@@ -342,7 +342,8 @@ def run_bimamba(
     z = torch.cat([_time_flip(z, f) for f in flips], dim=1)
     conv_weight = torch.cat([fwd.conv1d.weight, rev.conv1d.weight])
     conv_bias = None if fwd.conv1d.bias is None else torch.cat([fwd.conv1d.bias, rev.conv1d.bias])
-    x = conv_silu(x.transpose(1, 2), conv_weight, conv_bias).transpose(1, 2)
+    # The kernel reads (batch, channels, length) with unit time stride; a channels-last conv result needs a copy.
+    x = conv_silu(x.transpose(1, 2), conv_weight, conv_bias).transpose(1, 2).contiguous()
 
     # (2, r + 2n, d_inner) @ (batch, 2, d_inner, length): each direction's x_proj, in the kernel's layout.
     x_dbl = torch.stack([fwd.x_proj.weight, rev.x_proj.weight]) @ x.reshape(batch, 2, d_inner, length)

@@ -1,0 +1,192 @@
+"""Full-model CPU throughput of the Caduceus-131k shape against transformers' MambaModel on its CPU path.
+
+    python benchmarks/cpu_forward.py                       # the whole table (about 5 minutes on 2 quiet cores)
+    python benchmarks/cpu_forward.py --points ph-8k mamba-8k --repeats 5
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/cpu_forward.py   # on a machine shared with other jobs (see below)
+
+Shape: d_model 256, 16 layers, d_state 16, expand 2, vocab 16, random weights, fp32, batch 1, `--threads` intra-op
+threads (2 by default). Caduceus runs both directions (BiMamba, in_proj and out_proj tied); the baseline is
+transformers.MambaModel(MambaConfig(hidden_size=256, num_hidden_layers=16, state_size=16, expand=2, vocab_size=16))
+in ONE direction, on the path it takes without mamba-ssm (a Python loop over time steps).
+
+Every point runs in its own subprocess, so peak RSS (ru_maxrss: the whole process, imports and model included) and
+allocator state do not leak between points. A point builds its model, warms up on a short input (numba kernels load
+from their cache, oneDNN/MKL initialise), then times `--repeats` runs (`--long-repeats` at 131k) and reports the
+median; forwards run under torch.inference_mode. "tok/cpu-s" divides by the process's CPU time (all threads): on a
+busy machine wall time depends on what else runs, CPU time far less; on an idle one, wall rate = CPU rate x threads x
+their utilisation. Ratios are ours / baseline, measured in the same run.
+
+Not measured, said so in the table: the baseline at 131k (its loop materialises two (length x d_inner x d_state)
+float32 tensors per layer, 4.3 GB each at 131k, and would take minutes), and the baseline's forward+backward at 8k:
+autograd through its loop costs a full-size gradient per time step, so its backward grows quadratically with length
+(hours at 8k). It is measured instead for one layer at two short lengths, and extrapolated to 16 layers at 8k with the
+growth exponent seen between them; the exponent itself grows with length, so that prediction is a lower bound.
+
+On a shared machine: torch's OpenMP threads spin for milliseconds after each parallel region, and with more runnable
+threads than cores every region can then cost a scheduler time slice. OMP_WAIT_POLICY=PASSIVE (set before Python
+starts) makes them sleep instead; the subprocesses inherit the environment, so both models run under the same policy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPE = dict(d_model=256, n_layer=16, d_state=16, expand=2, vocab=16)
+K, L8, L131 = 1024, 8192, 131072
+
+# name -> (model, mode, length)
+POINTS = {
+    "ph-1k": ("ph", "fwd", K),
+    "mamba-1k": ("mamba", "fwd", K),
+    "ph-8k": ("ph", "fwd", L8),
+    "mamba-8k": ("mamba", "fwd", L8),
+    "ph-131k": ("ph", "fwd", L131),
+    "ps-131k": ("ps", "fwd", L131),
+    "ph-fwdbwd-8k": ("ph", "fwdbwd", L8),
+    "mamba1-fwdbwd-256": ("mamba1", "fwdbwd", 256),
+    "mamba1-fwdbwd-512": ("mamba1", "fwdbwd", 512),
+}
+
+
+def build(model: str):
+    import torch
+
+    torch.manual_seed(0)
+    if model.startswith("mamba"):
+        from transformers import MambaConfig, MambaModel
+
+        layers = 1 if model == "mamba1" else SHAPE["n_layer"]
+        config = MambaConfig(hidden_size=SHAPE["d_model"], num_hidden_layers=layers, state_size=SHAPE["d_state"],
+                             expand=SHAPE["expand"], vocab_size=SHAPE["vocab"])  # fmt: skip
+        return MambaModel(config).eval()
+    from caduceus_hf import Caduceus, CaduceusConfig
+
+    config = CaduceusConfig(d_model=SHAPE["d_model"], n_layer=SHAPE["n_layer"], vocab_size=SHAPE["vocab"],
+                            ssm_cfg={"d_state": SHAPE["d_state"], "expand": SHAPE["expand"]}, rcps=model == "ps")  # fmt: skip
+    return Caduceus(config).eval()
+
+
+def run_point(model_name: str, mode: str, length: int, repeats: int, threads: int) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    model = build(model_name)
+    ids = torch.randint(7, 11, (1, length), generator=torch.Generator().manual_seed(1))  # A, C, G, T
+
+    def step(x: torch.Tensor) -> None:
+        if mode == "fwd":
+            with torch.inference_mode():
+                model(x)
+        else:
+            model.zero_grad(set_to_none=True)
+            model(x).last_hidden_state.square().mean().backward()
+
+    step(ids[:, : min(length, 512)])
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    wall, cpu = [], []
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        step(ids)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return dict(
+        wall_s=statistics.median(wall),
+        cpu_s=statistics.median(cpu),
+        runs=repeats,
+        rss_before_mb=rss_before,
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    )
+
+
+def subprocess_point(name: str, repeats: int, threads: int) -> dict:
+    model, mode, length = POINTS[name]
+    load = os.getloadavg()[0]
+    cmd = [sys.executable, __file__, "--_point", name, "--repeats", str(repeats), "--threads", str(threads)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result.update(name=name, model=model, mode=mode, length=length, load=load)
+    return result
+
+
+def fmt_rate(r: dict | None, key: str = "wall_s") -> str:
+    return f"{r['length'] / r[key]:,.0f}" if r else "-"
+
+
+def fmt_ratio(ours: dict | None, base: dict | None, key: str = "wall_s") -> str:
+    return f"{base[key] / ours[key]:.1f}x" if ours and base else "-"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--points", nargs="+", choices=list(POINTS), default=list(POINTS))
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per point (median)")
+    parser.add_argument("--long-repeats", type=int, default=1, help="timed runs per point at 131k")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--_point", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+
+    if args._point:
+        model, mode, length = POINTS[args._point]
+        print(json.dumps(run_point(model, mode, length, args.repeats, args.threads)))
+        return
+
+    print(f"Caduceus-131k shape, fp32, batch 1, {args.threads} threads, {os.cpu_count()} CPUs, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; medians of {args.repeats} runs "
+          f"({args.long_repeats} at 131k)")  # fmt: skip
+    results = {}
+    for name in args.points:
+        repeats = args.long_repeats if POINTS[name][2] == L131 else args.repeats
+        results[name] = r = subprocess_point(name, repeats, args.threads)
+        print(f"  {name:18s} {r['wall_s']:8.2f} s  cpu {r['cpu_s']:8.2f} s  peak RSS {r['peak_rss_mb']:6.0f} MB  "
+              f"(load {r['load']:.1f})", flush=True)  # fmt: skip
+
+    get = results.get
+    header = (f"{'point':26s} {'ours tok/s':>10} {'tok/cpu-s':>9} | {'baseline':>9} {'tok/cpu-s':>9} | "
+              f"{'ratio':>6} {'cpu ratio':>9} | {'peak RSS ours':>13} {'baseline':>8} | runs")  # fmt: skip
+    print()
+    print(header)
+    print("-" * len(header))
+    rows = [
+        ("forward 1k, Ph", "ph-1k", "mamba-1k"),
+        ("forward 8k, Ph", "ph-8k", "mamba-8k"),
+        ("forward 131k, Ph", "ph-131k", None),
+        ("forward 131k, PS", "ps-131k", None),
+        ("forward+backward 8k, Ph", "ph-fwdbwd-8k", None),
+    ]
+    for label, ours_name, base_name in rows:
+        ours, base = get(ours_name), get(base_name) if base_name else None
+        if not ours and not base:
+            continue
+        rss = f"{ours['peak_rss_mb']:,.0f} MB" if ours else "-"
+        base_rss = f"{base['peak_rss_mb']:,.0f}" if base else "-"
+        print(f"{label:26s} {fmt_rate(ours):>10} {fmt_rate(ours, 'cpu_s'):>9} | {fmt_rate(base):>9} "
+              f"{fmt_rate(base, 'cpu_s'):>9} | {fmt_ratio(ours, base):>6} {fmt_ratio(ours, base, 'cpu_s'):>9} | "
+              f"{rss:>13} {base_rss:>8} | {ours['runs'] if ours else base['runs']}")  # fmt: skip
+    print("baseline at 131k: not run (two 4.3 GB (length x d_inner x d_state) tensors per layer; minutes).")
+
+    short, long = get("mamba1-fwdbwd-256"), get("mamba1-fwdbwd-512")
+    ours = get("ph-fwdbwd-8k")
+    if short and long:
+        exponent = math.log2(long["wall_s"] / short["wall_s"])
+        predicted = long["wall_s"] * (L8 / long["length"]) ** exponent * SHAPE["n_layer"]
+        line = (f"baseline forward+backward at 8k: not run; one layer takes {short['wall_s']:.1f} s at 256 and "
+                f"{long['wall_s']:.1f} s at 512 tokens (time ~ length^{exponent:.2f}), so 16 layers at 8k would "
+                f"take >= {predicted / 3600:.1f} h")  # fmt: skip
+        if ours:
+            line += f": ours is >= {predicted / ours['wall_s']:,.0f}x faster"
+        print(line + ".")
+
+
+if __name__ == "__main__":
+    main()
