@@ -1,0 +1,278 @@
+"""Sequence embeddings: the mean of Caduceus' final per-token states over a sequence's bases.
+
+Definition (one vector of `d_model` floats per sequence or window):
+
+* input: the bases followed by [SEP], as in pretraining (the tokenizer's default); batches are padded and carry an
+  attention mask, which makes a sequence's states independent of its batch and padding;
+* per-token state: the backbone's final normalised state (`Caduceus(...).last_hidden_state`). Ph models: that state
+  (d_model). PS models (2 * d_model channels): the mean of the forward half and the channel-flipped reverse-complement
+  half, i.e. the average of the two strands' representations of the same base pair (d_model, as the PS classifiers
+  pool);
+* pooling: the mean over real bases only, leaving out [SEP] and padding;
+* `rc_average`: the mean of the embeddings of the sequence and of its reverse complement (each with [SEP] appended,
+  as the model was trained), so that a sequence and its reverse complement get exactly the same vector. For Ph this
+  is the post-hoc conjoining of the Caduceus paper, done on the strings rather than with `conjoin=True`, whose
+  token-level reverse complement would move [SEP] to the front. A PS model's single pass is already RC-invariant
+  except for [SEP] (its reverse-complement half reads `[SEP] rc(x)`, the forward half of rc(x) reads `rc(x) [SEP]`);
+  averaging removes that last difference.
+
+Long sequences are cut into windows of `window` bases every `stride` bases (the last window of a record ends at the
+record's end and may be shorter); each window is embedded on its own.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..dna import reverse_complement
+from ..modeling_caduceus import Caduceus, pool
+from ..rcps import split_strands
+from ..tokenization_caduceus import CaduceusTokenizer
+from .genome import GenomeFileError, Reference, read_bed, read_fasta, require
+from .models import ModelSource, load_model
+
+PathLike = str | os.PathLike[str]
+EMBEDDING_DEFINITION = (
+    "mean over real bases ([SEP] and padding excluded) of the final per-token state; PS: mean of the forward half "
+    "and the channel-flipped reverse-complement half"
+)
+OUTPUT_FORMATS = (".npz", ".parquet")
+
+
+@torch.inference_mode()
+def token_states(
+    model: Caduceus, tokenizer: CaduceusTokenizer, sequences: Sequence[str]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Final per-token states of a batch of DNA strings and the mask of their bases.
+
+    Returns states (batch, length, d_model) in float32 (for PS models the strand average described in the module
+    docs) and a bool mask (batch, length), True at the bases (not [SEP], not padding).
+    """
+    encoded = tokenizer(
+        list(sequences), padding=True, return_tensors="pt", return_special_tokens_mask=True
+    ).to(model.device)
+    states = model(
+        encoded["input_ids"], attention_mask=encoded["attention_mask"], conjoin=False, return_dict=True
+    ).last_hidden_state.float()
+    if model.config.rcps:
+        fwd, rc = split_strands(states)
+        states = (fwd + rc.flip(-1)) / 2
+    bases = encoded["attention_mask"].bool() & ~encoded["special_tokens_mask"].bool()
+    return states, bases
+
+
+def embed_sequences(
+    sequences: Sequence[str],
+    model: Caduceus,
+    tokenizer: CaduceusTokenizer,
+    rc_average: bool = False,
+) -> torch.Tensor:
+    """Mean embeddings (n, d_model) float32 of one batch of DNA strings (see the module docs for the definition)."""
+    if any(not s for s in sequences):
+        raise ValueError("cannot embed an empty sequence")
+    states, bases = token_states(model, tokenizer, sequences)
+    vectors = pool(states, bases, "mean")
+    if rc_average:
+        rc_states, rc_bases = token_states(model, tokenizer, [reverse_complement(s) for s in sequences])
+        vectors = (vectors + pool(rc_states, rc_bases, "mean")) / 2
+    return vectors
+
+
+@dataclass
+class Embeddings:
+    """Embeddings of sequences or windows: row i is `vectors[i]` (d_model float32) of bases [start[i], end[i]) of
+    `chrom[i]` (0-based, half-open), from the record or BED region `ids[i]`."""
+
+    ids: list[str]
+    chrom: list[str]
+    start: np.ndarray
+    end: np.ndarray
+    vectors: np.ndarray
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def save(self, path: PathLike) -> Path:
+        """Write .npz (arrays ids, chrom, start, end, embeddings, plus metadata strings) or .parquet (columns id,
+        chrom, start, end, embedding as a fixed-size list, metadata in the schema), chosen by the extension. The file
+        is written under a temporary name and renamed, so a failed run leaves no partial output."""
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix not in OUTPUT_FORMATS:
+            raise ValueError(f"{path}: unknown output format {suffix!r}; use one of {', '.join(OUTPUT_FORMATS)}")
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"output directory does not exist: {path.parent}")
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                if suffix == ".npz":
+                    np.savez(
+                        fh,
+                        ids=np.asarray(self.ids, dtype=str),
+                        chrom=np.asarray(self.chrom, dtype=str),
+                        start=self.start,
+                        end=self.end,
+                        embeddings=self.vectors,
+                        **{key: np.asarray(value) for key, value in self.metadata.items()},
+                    )
+                else:
+                    pa = require("pyarrow", "writing parquet files")
+                    pq = require("pyarrow.parquet", "writing parquet files")
+                    dim = self.vectors.shape[1]
+                    table = pa.table({
+                        "id": pa.array(self.ids, pa.string()),
+                        "chrom": pa.array(self.chrom, pa.string()),
+                        "start": pa.array(self.start, pa.int64()),
+                        "end": pa.array(self.end, pa.int64()),
+                        "embedding": pa.FixedSizeListArray.from_arrays(
+                            pa.array(self.vectors.reshape(-1), pa.float32()), dim
+                        ),
+                    }).replace_schema_metadata(self.metadata)
+                    pq.write_table(table, fh)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+
+@dataclass(frozen=True)
+class _Window:
+    """Output coordinates (id, chrom, start, end) and where the text is: sequences[source][lo:hi]."""
+
+    id: str
+    chrom: str
+    start: int
+    end: int
+    source: int
+    lo: int
+    hi: int
+
+
+def tile(length: int, window: int | None, stride: int | None) -> list[tuple[int, int]]:
+    """[start, end) windows over `length` bases: every `stride` (default `window`) bases from 0, each `window` long
+    except the last, which ends at `length`. window None: the whole sequence."""
+    if window is None:
+        if stride is not None:
+            raise ValueError("a stride needs a window")
+        return [(0, length)]
+    stride = window if stride is None else stride
+    if window < 1 or stride < 1:
+        raise ValueError(f"window and stride must be positive, got window {window}, stride {stride}")
+    spans = []
+    for start in range(0, length, stride):
+        spans.append((start, min(start + window, length)))
+        if start + window >= length:
+            break
+    return spans
+
+
+def _windows_from_fasta(fasta: PathLike, window: int | None, stride: int | None) -> tuple[list[_Window], list[str]]:
+    windows, sequences = [], []
+    for record in read_fasta(fasta):
+        source = len(sequences)
+        sequences.append(record.sequence)
+        spans = tile(len(record.sequence), window, stride)
+        windows += [_Window(record.name, record.name, a, b, source, a, b) for a, b in spans]
+    return windows, sequences
+
+
+def _windows_from_bed(
+    bed: PathLike, reference: Reference, window: int | None, stride: int | None
+) -> tuple[list[_Window], list[str]]:
+    windows, sequences = [], []
+    for region in read_bed(bed):
+        if region.chrom not in reference:
+            names = list(reference.lengths)
+            raise GenomeFileError(
+                f"{bed}:{region.line}: contig {region.chrom!r} is not in the reference {reference.path} "
+                f"(contigs: {', '.join(names[:10])}{' ...' if len(names) > 10 else ''})"
+            )
+        length = reference.lengths[region.chrom]
+        if region.end > length:
+            raise GenomeFileError(
+                f"{bed}:{region.line}: interval {region.chrom}:{region.start}-{region.end} ends past the end of the "
+                f"contig ({length:,} bases in {reference.path})"
+            )
+        source = len(sequences)
+        sequences.append(reference.fetch(region.chrom, region.start, region.end))
+        windows += [
+            _Window(region.label, region.chrom, region.start + a, region.start + b, source, a, b)
+            for a, b in tile(region.end - region.start, window, stride)
+        ]
+    return windows, sequences
+
+
+def embed_fasta(
+    fasta: PathLike,
+    model: ModelSource = None,
+    *,
+    bed: PathLike | None = None,
+    window: int | None = None,
+    stride: int | None = None,
+    rc_average: bool = False,
+    batch_size: int = 16,
+    device: str | None = None,
+    dtype: str | None = None,
+    progress: bool = False,
+) -> Embeddings:
+    """Embed every record of `fasta`, or with `bed` every BED interval of the reference `fasta`, whole or in windows.
+
+    Returns one row per sequence (window None) or per window, in file order, with coordinates on the record (FASTA)
+    or on the contig (BED). `model`, `device`, `dtype`: see `load_model` (default: the bundled demo model on the
+    best device, float32). Windows are batched by length to keep padding small. `progress` shows a tqdm bar on
+    stderr (when it is a terminal).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    tile(1, window, stride)  # check the window options before reading anything
+    if bed is None:
+        windows, sequences = _windows_from_fasta(fasta, window, stride)
+    else:
+        with Reference(fasta) as reference:
+            windows, sequences = _windows_from_bed(bed, reference, window, stride)
+    net, tokenizer = load_model(model, masked_lm=False, device=device, dtype=dtype)
+    longest = max(w.hi - w.lo for w in windows)
+    if longest >= tokenizer.model_max_length:
+        raise ValueError(
+            f"a sequence of {longest:,} bases does not fit the model's {tokenizer.model_max_length:,} tokens "
+            "([SEP] included): embed it in windows (--window)"
+        )
+
+    vectors = np.empty((len(windows), net.config.d_model), dtype=np.float32)
+    # Longest first, so that each batch pads little and an out-of-memory error comes early.
+    order = sorted(range(len(windows)), key=lambda i: windows[i].hi - windows[i].lo, reverse=True)
+    tqdm = require("tqdm", "the progress bar").tqdm
+    with tqdm(total=sum(w.hi - w.lo for w in windows), unit="bp", unit_scale=True, desc="embed",
+              disable=None if progress else True) as bar:
+        for i in range(0, len(order), batch_size):
+            batch = order[i : i + batch_size]
+            texts = [sequences[windows[j].source][windows[j].lo : windows[j].hi] for j in batch]
+            vectors[batch] = embed_sequences(texts, net, tokenizer, rc_average).cpu().numpy()
+            bar.update(sum(len(t) for t in texts))
+    metadata = {
+        "model": str(getattr(net, "name_or_path", "")),
+        "definition": EMBEDDING_DEFINITION,
+        "rc_average": str(rc_average).lower(),
+        "window": "" if window is None else str(window),
+        "stride": "" if window is None else str(stride or window),
+    }
+    return Embeddings(
+        ids=[w.id for w in windows],
+        chrom=[w.chrom for w in windows],
+        start=np.asarray([w.start for w in windows], dtype=np.int64),
+        end=np.asarray([w.end for w in windows], dtype=np.int64),
+        vectors=vectors,
+        metadata=metadata,
+    )
+
+
+__all__ = ["EMBEDDING_DEFINITION", "Embeddings", "embed_fasta", "embed_sequences", "tile", "token_states"]
