@@ -84,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", help="Hub token (default: huggingface_hub's usual sources)")
     p.add_argument("--message", help="commit message")
     p.set_defaults(func=_push)
+
+    from .training.cli import register as register_training
+
+    register_training(sub)
+
+    from .apps.cli import register as register_apps
+
+    register_apps(sub)
     return parser
 
 

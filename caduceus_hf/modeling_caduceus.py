@@ -232,10 +232,12 @@ class CaduceusPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.bias)
         elif isinstance(module, (RCPSEmbedding, RCPSLMHead)):
             init.copy_(module.complement_map, complement_table(self.config.complement_map, self.config.vocab_size))
-        elif isinstance(module, (CaduceusForSequenceClassification, CaduceusForTokenClassification)):
-            init.normal_(module.score.weight, std=std)
-            if module.score.bias is not None:
-                init.zeros_(module.score.bias)
+        elif isinstance(module, nn.Linear) and module is getattr(self, "score", None):
+            # Matched as the Linear itself: a head missing from a checkpoint (an MLM loaded into a classifier) is
+            # initialised by calling this on the module that owns the missing key.
+            init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
 
     def _init_mamba(self, mamba: Mamba) -> None:
         ssm = self.config.ssm_cfg

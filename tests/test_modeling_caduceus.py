@@ -9,7 +9,12 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
+from transformers import (
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
 
 import caduceus_hf
 from caduceus_hf import (
@@ -272,6 +277,22 @@ def test_base_model_loads_from_a_masked_lm_checkpoint():
     ids = load_file(FIXTURES / "mlm_ps" / "inputs.safetensors")["input_ids_a"]
     with torch.no_grad():
         torch.testing.assert_close(model.eval()(ids).last_hidden_state, expected, **CLOSE)
+
+
+@pytest.mark.parametrize("head", [AutoModelForSequenceClassification, AutoModelForTokenClassification])
+@pytest.mark.parametrize("name", ["mlm_ph", "mlm_ps"])
+def test_classifier_from_a_masked_lm_checkpoint_gets_a_fresh_head(name, head):
+    """The backbone loads; the missing head is initialised as a new model's is (normal, initializer_range)."""
+    model, info = head.from_pretrained(FIXTURES / name, num_labels=3, output_loading_info=True)
+    assert set(info["missing_keys"]) == {k for k in model.state_dict() if k.startswith("score.")}
+    std = model.config.initializer_cfg["initializer_range"]
+    weight = model.score.weight.detach()
+    assert torch.isfinite(weight).all() and 0.5 * std < weight.std() < 1.5 * std
+    state = model.state_dict()
+    published = {k: v for k, v in load_file(FIXTURES / name / "model.safetensors").items()
+                 if not k.startswith("lm_head.")}
+    assert published.keys() <= state.keys()
+    assert all(torch.equal(state[k], v) for k, v in published.items())
 
 
 def test_config_is_not_mutated_by_the_model():

@@ -1,0 +1,587 @@
+"""Training data for Caduceus with Trainer: genome windows from FASTA for MLM pretraining, labelled sequences from
+CSV/TSV tables for fine-tuning, and the collators that batch them.
+
+Coordinates: a `Region` is 0-based and half-open inside the library (`start`, `end`), and is written and parsed as
+samtools does, `name:start-end`, 1-based and inclusive (`chr1:1-100` is the first 100 bases).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from transformers import DataCollatorForTokenClassification, PreTrainedTokenizerBase
+
+from ..data_collator import LOSS_WEIGHTS_KEY, DataCollatorForNucleotideMLM
+from ..dna import FRAMING_TOKEN_IDS, reverse_complement_ids
+from ..extras import require
+
+PathLike = str | os.PathLike[str]
+SEQUENCE_COLUMNS = ("seq", "sequence", "sequences", "dna")
+LABEL_COLUMNS = ("label", "labels", "target", "y")
+TASKS = ("sequence", "token")
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    """Open a plain or gzip-compressed text file (detected from its first bytes, not its name)."""
+    with open(path, "rb") as fh:
+        gzipped = fh.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rt", newline="") if gzipped else open(path, newline="")
+
+
+# --- FASTA ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FastaRecord:
+    """One FASTA record; `sequence` is the raw text, case kept (lowercase marks soft-masked repeats)."""
+
+    path: str
+    name: str
+    sequence: str
+
+    def __len__(self) -> int:
+        return len(self.sequence)
+
+
+def read_fasta(path: PathLike) -> list[FastaRecord]:
+    """All records of a FASTA file, plain or gzipped (any gzip, bgzip not required), read with pysam.
+
+    Raises FileNotFoundError for a missing file, ValueError naming the file and line when the file is not FASTA (text
+    before the first '>' header, which pysam would silently drop) or has no record, and MissingExtraError when pysam is
+    not installed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"FASTA file not found: {path}")
+    try:
+        with _open_text(path) as fh:
+            for line_number, line in enumerate(fh, start=1):
+                if line.strip():
+                    if not line.startswith(">"):
+                        raise ValueError(
+                            f"{path}:{line_number}: not FASTA: expected a '>' header line, got {line.strip()[:40]!r}"
+                        )
+                    break
+    except (OSError, UnicodeDecodeError, EOFError) as err:
+        raise ValueError(f"{path}: cannot be read as (gzipped) FASTA text: {err}") from None
+    pysam = require("pysam", "reading FASTA files", "train")
+    records = []
+    with pysam.FastxFile(str(path)) as fh:
+        for entry in fh:
+            records.append(FastaRecord(path=str(path), name=entry.name, sequence=entry.sequence or ""))
+    if not records:
+        raise ValueError(f"{path}: no FASTA records")
+    return records
+
+
+def read_fasta_files(paths: Sequence[PathLike]) -> list[FastaRecord]:
+    """Records of several FASTA files; record names must be unique across them (regions refer to them by name)."""
+    if not paths:
+        raise ValueError("no FASTA files given")
+    records: list[FastaRecord] = []
+    seen: dict[str, str] = {}
+    for path in paths:
+        for record in read_fasta(path):
+            if record.name in seen:
+                raise ValueError(
+                    f"{record.path}: record name {record.name!r} also appears in {seen[record.name]}; "
+                    "names must be unique"
+                )
+            seen[record.name] = record.path
+            records.append(record)
+    return records
+
+
+# --- regions, held-out split, windows ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class Region:
+    """A stretch [start, end) of a record, 0-based half-open; str() gives samtools' 1-based inclusive form."""
+
+    record: str
+    start: int
+    end: int
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def __str__(self) -> str:
+        return f"{self.record}:{self.start + 1}-{self.end}"
+
+
+_REGION = re.compile(r"^(?P<name>.+):(?P<start>[\d,]+)-(?P<end>[\d,]+)$")
+
+
+def parse_region(text: str) -> Region:
+    """Parse samtools' `name:start-end` (1-based, inclusive; commas in numbers allowed) into a 0-based Region."""
+    match = _REGION.match(text.strip())
+    if not match:
+        raise ValueError(f"region {text!r} is not of the form name:start-end (1-based, inclusive)")
+    start, end = (int(match[key].replace(",", "")) for key in ("start", "end"))
+    if start < 1 or end < start:
+        raise ValueError(f"region {text!r}: need 1 <= start <= end")
+    return Region(match["name"], start - 1, end)
+
+
+@dataclass(frozen=True)
+class GenomeSplit:
+    """Training segments and held-out regions; together they cover every record exactly once."""
+
+    train: tuple[Region, ...]
+    heldout: tuple[Region, ...]
+
+
+def split_records(
+    records: Sequence[FastaRecord],
+    holdout_fraction: float = 0.05,
+    holdout_regions: Sequence[str | Region] = (),
+) -> GenomeSplit:
+    """Hold out a contiguous region of each record for evaluation; the rest, cut around it, is for training.
+
+    Without `holdout_regions`, the last `ceil(holdout_fraction * len)` bases of every record are held out. With them,
+    exactly those regions (samtools strings or Regions, at most one per record) are held out and records they do not
+    name are used whole for training.
+    """
+    lengths = {r.name: len(r) for r in records}
+    if holdout_regions:
+        heldout: dict[str, Region] = {}
+        for item in holdout_regions:
+            region = parse_region(item) if isinstance(item, str) else item
+            if region.record not in lengths:
+                raise ValueError(
+                    f"held-out region {region}: no record named {region.record!r} (have {sorted(lengths)})"
+                )
+            if region.end > lengths[region.record]:
+                raise ValueError(f"held-out region {region} ends past the record's length {lengths[region.record]}")
+            if region.record in heldout:
+                raise ValueError(f"more than one held-out region for record {region.record!r}")
+            heldout[region.record] = region
+    else:
+        if not 0.0 < holdout_fraction < 1.0:
+            raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
+        heldout = {}
+        for name, length in lengths.items():
+            size = math.ceil(holdout_fraction * length)
+            if length and size:
+                heldout[name] = Region(name, length - size, length)
+    train = []
+    for name, length in lengths.items():
+        cut = heldout.get(name)
+        pieces = [(0, length)] if cut is None else [(0, cut.start), (cut.end, length)]
+        train += [Region(name, a, b) for a, b in pieces if b > a]
+    return GenomeSplit(train=tuple(train), heldout=tuple(heldout[name] for name in lengths if name in heldout))
+
+
+def tile_windows(
+    segments: Sequence[Region],
+    sequences: Mapping[str, str],
+    window: int,
+    stride: int | None = None,
+    max_n_fraction: float = 0.1,
+) -> list[Region]:
+    """Windows of exactly `window` bases inside each segment, every `stride` bases (default: `window`, no overlap).
+
+    A window never crosses a segment end, so training windows never touch the held-out region. A segment's tail
+    shorter than a window is not used. Windows with more than `max_n_fraction` of N (or other non-ACGT letters, e.g.
+    assembly gaps) are skipped.
+    """
+    if window < 1:
+        raise ValueError(f"window must be a positive number of bases, got {window}")
+    stride = window if stride is None else stride
+    if stride < 1:
+        raise ValueError(f"stride must be a positive number of bases, got {stride}")
+    windows = []
+    for segment in segments:
+        text = sequences[segment.record]
+        for start in range(segment.start, segment.end - window + 1, stride):
+            chunk = text[start : start + window].upper()
+            unknown = window - sum(chunk.count(base) for base in "ACGT")
+            if unknown <= max_n_fraction * window:
+                windows.append(Region(segment.record, start, start + window))
+    return windows
+
+
+def softmask_weights(text: str, softmask_weight: float) -> np.ndarray:
+    """Per-base loss weights (len(text),) float32: `softmask_weight` for lowercase (soft-masked) bases, else 1."""
+    codes = np.frombuffer(text.encode("ascii", errors="replace"), dtype=np.uint8)
+    lower = (codes >= ord("a")) & (codes <= ord("z"))
+    return np.where(lower, np.float32(softmask_weight), np.float32(1.0)).astype(np.float32)
+
+
+class GenomeWindowDataset(Dataset):
+    """Genome windows as masked-LM inputs (masking happens in the collator).
+
+    Item i: {"input_ids": (window + 1,) ids, the bases then [SEP]; "attention_mask": ones} plus "loss_weights"
+    (window + 1,) when `softmask_weight` is set (computed from the raw text, since the tokenizer upper-cases; 1 for
+    [SEP]). With `rc_augment`, each item is reverse complemented with probability 1/2 (see `reverse_complement_item`),
+    drawn from torch's global RNG, which Trainer seeds and checkpoints.
+    """
+
+    def __init__(
+        self,
+        sequences: Mapping[str, str],
+        windows: Sequence[Region],
+        tokenizer: PreTrainedTokenizerBase,
+        rc_augment: bool = False,
+        softmask_weight: float | None = None,
+    ) -> None:
+        if softmask_weight is not None and not 0.0 <= softmask_weight:
+            raise ValueError(f"softmask_weight must be >= 0, got {softmask_weight}")
+        self.sequences = sequences
+        self.windows = list(windows)
+        self.tokenizer = tokenizer
+        self.rc_augment = rc_augment
+        self.softmask_weight = softmask_weight
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def text(self, index: int) -> str:
+        """The raw text of window `index`, case kept."""
+        w = self.windows[index]
+        return self.sequences[w.record][w.start : w.end]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        text = self.text(index)
+        encoded = self.tokenizer(text)
+        item = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+        if self.softmask_weight is not None:
+            weights = softmask_weights(text, self.softmask_weight)
+            extra = len(item["input_ids"]) - len(weights)  # the appended [SEP]
+            item[LOSS_WEIGHTS_KEY] = np.concatenate([weights, np.ones(extra, np.float32)]).tolist()
+        if self.rc_augment and bool(torch.rand(()) < 0.5):
+            item = reverse_complement_item(item, (LOSS_WEIGHTS_KEY,))
+        return item
+
+
+def reverse_complement_item(item: Mapping[str, Any], per_token_keys: Sequence[str] = ()) -> dict[str, Any]:
+    """The reverse complement of a tokenised, unpadded example, as if the reverse-complement string had been
+    tokenised: the bases are complemented and reversed, and the framing tokens (the trailing [SEP]; [CLS], [BOS])
+    stay where they are ("A C G [SEP]" -> "C G T [SEP]"). The `per_token_keys` lists (per-base labels, loss weights)
+    are reversed with the bases.
+
+    This is the strand that post-hoc conjoining pairs with an input (the models' `_reverse_complement`), so augmented
+    training examples look like what conjoining feeds a Ph model at evaluation.
+    """
+    ids = torch.as_tensor(item["input_ids"])
+    span = ~torch.isin(ids, torch.tensor(FRAMING_TOKEN_IDS))
+    out = dict(item)
+    out["input_ids"] = reverse_complement_ids(ids, attention_mask=span).tolist()
+    positions = torch.nonzero(span).flatten().tolist()
+    for key in per_token_keys:
+        if key in item:
+            values = list(item[key])
+            reordered = list(values)
+            for i, j in zip(positions, reversed(positions)):
+                reordered[i] = values[j]
+            out[key] = reordered
+    return out
+
+
+class PremaskedDataset(Dataset):
+    """Examples masked once, ahead of time, so that every evaluation scores the same positions.
+
+    Built from a GenomeWindowDataset (without RC augmentation) by `DataCollatorForNucleotideMLM` with its own seeded
+    generator: each sequence token is selected with `mlm_probability`, and every selected token becomes [MASK] (no
+    random or kept tokens, so the loss measures prediction of unseen bases). Items carry "labels" (-100 where not
+    masked), which `MLMCollator` pads instead of masking again. `windows[i]` is the genome window of item i (token j
+    < len(window) is base windows[i].start + j).
+    """
+
+    def __init__(
+        self,
+        source: GenomeWindowDataset,
+        tokenizer: PreTrainedTokenizerBase,
+        mlm_probability: float = 0.15,
+        seed: int = 0,
+    ) -> None:
+        if source.rc_augment:
+            raise ValueError("a held-out set is masked once: build it from a dataset without rc_augment")
+        masker = DataCollatorForNucleotideMLM(
+            tokenizer, mlm_probability=mlm_probability, mask_replace_prob=1.0, random_replace_prob=0.0, seed=seed
+        )
+        self.windows = list(source.windows)
+        self.examples = []
+        for i in range(len(source)):
+            batch = masker([source[i]])
+            self.examples.append({key: value[0].tolist() for key, value in batch.items()})
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.examples[index]
+
+    @property
+    def num_masked(self) -> int:
+        """Masked (scored) positions over the whole set."""
+        return sum(sum(label != -100 for label in ex["labels"]) for ex in self.examples)
+
+
+@dataclass
+class MLMCollator:
+    """Trainer collator for MLM: masks raw examples with `DataCollatorForNucleotideMLM`, and pads examples that
+    already carry "labels" (a PremaskedDataset) without masking them again.
+
+    Output: "input_ids", "attention_mask", "labels" (B, L), and "loss_weights" (B, L) when the examples have them;
+    padding follows the tokenizer's side (left), labels pad with -100, loss weights with 0.
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    mlm_probability: float = 0.15
+    pad_to_multiple_of: int | None = None
+    masker: DataCollatorForNucleotideMLM = field(init=False)
+
+    def __post_init__(self) -> None:
+        # No seed: masking draws from torch's global RNG, which Trainer seeds and checkpoints. (After a resume the
+        # masks differ from an uninterrupted run's: the checkpointed RNG state was taken after the dataloader had
+        # already collated the next batch.)
+        self.masker = DataCollatorForNucleotideMLM(
+            self.tokenizer, mlm_probability=self.mlm_probability, pad_to_multiple_of=self.pad_to_multiple_of
+        )
+
+    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        if not examples:
+            raise ValueError("MLMCollator got an empty list of examples")
+        if "labels" not in examples[0]:
+            return self.masker(examples)
+        weights = [ex.get(LOSS_WEIGHTS_KEY) for ex in examples]
+        padder = DataCollatorForTokenClassification(self.tokenizer, pad_to_multiple_of=self.pad_to_multiple_of)
+        batch = padder([{k: v for k, v in ex.items() if k != LOSS_WEIGHTS_KEY} for ex in examples])
+        if weights[0] is not None:
+            length = batch["input_ids"].shape[1]
+            padded = torch.zeros(len(weights), length, dtype=torch.float32)
+            for i, row in enumerate(weights):
+                row = torch.as_tensor(row, dtype=torch.float32)
+                if self.tokenizer.padding_side == "left":
+                    padded[i, length - len(row) :] = row
+                else:
+                    padded[i, : len(row)] = row
+            batch[LOSS_WEIGHTS_KEY] = padded
+        return dict(batch)
+
+
+# --- labelled sequence tables ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelledSequences:
+    """Sequences with class labels read from a table.
+
+    `labels` holds one class id per sequence (task "sequence") or a list of per-base class ids (task "token");
+    `label_names[i]` names class id i; `lines[i]` is the file line of example i (for error messages).
+    """
+
+    path: str
+    task: str
+    sequences: list[str]
+    labels: list[Any]
+    label_names: list[str]
+    lines: list[int]
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    def subset(self, indices: Sequence[int]) -> LabelledSequences:
+        """The examples at `indices`, with the same label vocabulary."""
+        return LabelledSequences(
+            path=self.path,
+            task=self.task,
+            sequences=[self.sequences[i] for i in indices],
+            labels=[self.labels[i] for i in indices],
+            label_names=self.label_names,
+            lines=[self.lines[i] for i in indices],
+        )
+
+
+def _delimiter(path: Path, sample: str) -> str:
+    suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
+    if suffixes and suffixes[-1] in (".tsv", ".tab"):
+        return "\t"
+    if suffixes and suffixes[-1] == ".csv":
+        return ","
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",\t;").delimiter
+    except csv.Error:
+        raise ValueError(f"{path}: cannot tell the column delimiter; name the file .csv or .tsv") from None
+
+
+def _pick_column(path: Path, header: list[str], wanted: str | None, candidates: Sequence[str], role: str) -> int:
+    lowered = [h.strip().lower() for h in header]
+    if wanted is not None:
+        if wanted not in header:
+            raise ValueError(f"{path}:1: no column {wanted!r} for the {role}; header is {header}")
+        return header.index(wanted)
+    for name in candidates:
+        if name in lowered:
+            return lowered.index(name)
+    raise ValueError(f"{path}:1: cannot find the {role} column (tried {list(candidates)}); header is {header}")
+
+
+def _token_labels(text: str, length: int, where: str) -> list[int]:
+    """Per-base labels: one digit per base ("0011"), or integers separated by spaces or commas ("0 0 1 1")."""
+    text = text.strip()
+    if re.fullmatch(r"\d+", text) and length > 1:
+        if len(text) != length:
+            raise ValueError(
+                f"{where}: {len(text)} per-base labels (one digit per base) for a sequence of {length} bases"
+            )
+        return [int(c) for c in text]
+    parts = [p for p in re.split(r"[\s,]+", text) if p]
+    if not all(re.fullmatch(r"\d+", p) for p in parts):
+        raise ValueError(f"{where}: per-base labels must be digits or integers separated by spaces/commas")
+    if len(parts) != length:
+        raise ValueError(f"{where}: {len(parts)} per-base labels for a sequence of {length} bases")
+    return [int(p) for p in parts]
+
+
+def read_sequence_table(
+    path: PathLike,
+    task: str = "sequence",
+    sequence_column: str | None = None,
+    label_column: str | None = None,
+) -> LabelledSequences:
+    """Read (sequence, label) rows from a CSV or TSV file with a header (plain or gzipped), e.g. Genomic Benchmarks'
+    `seq,label`.
+
+    The delimiter comes from the extension (.csv, .tsv/.tab; else sniffed); the columns default to the first header
+    name among SEQUENCE_COLUMNS / LABEL_COLUMNS (case-insensitive). Task "sequence": labels that are all integers are
+    class ids (num_labels = max + 1), otherwise class names, numbered in sorted order. Task "token": a label cell holds
+    one integer class per base (see `_token_labels`). Errors name the file, line and column.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"table not found: {path}")
+    with _open_text(path) as fh:
+        sample = fh.read(65536)
+        fh.seek(0)
+        reader = csv.reader(fh, delimiter=_delimiter(path, sample))
+        header = next(reader, None)
+        if not header:
+            raise ValueError(f"{path}: empty file; expected a header line such as 'seq,label'")
+        seq_col = _pick_column(path, header, sequence_column, SEQUENCE_COLUMNS, "sequence")
+        label_col = _pick_column(path, header, label_column, LABEL_COLUMNS, "label")
+        sequences, raw_labels, lines = [], [], []
+        for row in reader:
+            line = reader.line_num
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                raise ValueError(f"{path}:{line}: {len(row)} fields, the header has {len(header)}")
+            sequence = row[seq_col].strip()
+            label = row[label_col].strip()
+            if not sequence:
+                raise ValueError(f"{path}:{line}: column {header[seq_col]!r} (field {seq_col + 1}) is empty")
+            if not label:
+                raise ValueError(f"{path}:{line}: column {header[label_col]!r} (field {label_col + 1}) is empty")
+            sequences.append(sequence)
+            raw_labels.append(label)
+            lines.append(line)
+    if not sequences:
+        raise ValueError(f"{path}: no data rows after the header")
+
+    if task == "token":
+        labels = [
+            _token_labels(raw, len(seq), f"{path}:{line}: column {header[label_col]!r}")
+            for seq, raw, line in zip(sequences, raw_labels, lines)
+        ]
+        num_labels = 1 + max(max(row) for row in labels)
+        names = [str(i) for i in range(max(num_labels, 2))]
+    elif all(re.fullmatch(r"\d+", raw) for raw in raw_labels):
+        labels = [int(raw) for raw in raw_labels]
+        names = [str(i) for i in range(max(max(labels) + 1, 2))]
+    else:
+        names = sorted(set(raw_labels))
+        ids = {name: i for i, name in enumerate(names)}
+        labels = [ids[raw] for raw in raw_labels]
+    return LabelledSequences(str(path), task, sequences, labels, names, lines)
+
+
+def split_indices(n: int, eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """A fixed random split of range(n): (train indices, eval indices), each sorted; the same for the same seed."""
+    if not 0.0 < eval_fraction < 1.0:
+        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+    n_eval = round(eval_fraction * n)
+    if not 0 < n_eval < n:
+        raise ValueError(f"cannot split {n} examples with eval_fraction {eval_fraction}")
+    order = np.random.default_rng(seed).permutation(n)
+    return sorted(order[n_eval:].tolist()), sorted(order[:n_eval].tolist())
+
+
+class LabelledSequenceDataset(Dataset):
+    """Tokenised examples for sequence or token classification.
+
+    Item: {"input_ids": (n + 1,) ids with [SEP] last, "attention_mask", "labels"}: an int (task "sequence") or (n + 1,)
+    ints with -100 for [SEP] (task "token"). `max_length` truncates to that many tokens ([SEP] included). With
+    `rc_augment`, the item is the reverse complement with probability 1/2 (torch's global RNG); per-base labels are
+    reversed with it, which assumes labels that belong to the base pair, not to a strand.
+    """
+
+    def __init__(
+        self,
+        data: LabelledSequences,
+        tokenizer: PreTrainedTokenizerBase,
+        rc_augment: bool = False,
+        max_length: int | None = None,
+    ) -> None:
+        if max_length is not None and max_length < 2:
+            raise ValueError(f"max_length must leave room for a base and [SEP], got {max_length}")
+        self.data = data
+        self.tokenizer = tokenizer
+        self.rc_augment = rc_augment
+        self.max_length = max_length
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        label = self.data.labels[index]
+        truncate = self.max_length is not None
+        encoded = self.tokenizer(self.data.sequences[index], truncation=truncate, max_length=self.max_length)
+        if self.data.task == "token":
+            n_bases = len(encoded["input_ids"]) - 1
+            label = list(label[:n_bases]) + [-100]
+        item = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "labels": label}
+        if self.rc_augment and bool(torch.rand(()) < 0.5):
+            item = reverse_complement_item(item, ("labels",) if self.data.task == "token" else ())
+        return item
+
+
+__all__ = [
+    "FastaRecord",
+    "GenomeSplit",
+    "GenomeWindowDataset",
+    "LabelledSequenceDataset",
+    "LabelledSequences",
+    "MLMCollator",
+    "PremaskedDataset",
+    "Region",
+    "parse_region",
+    "read_fasta",
+    "read_fasta_files",
+    "read_sequence_table",
+    "reverse_complement_item",
+    "softmask_weights",
+    "split_indices",
+    "split_records",
+    "tile_windows",
+]
