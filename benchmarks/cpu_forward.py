@@ -2,6 +2,7 @@
 
     python benchmarks/cpu_forward.py                       # the whole table (about 5 minutes on 2 quiet cores)
     python benchmarks/cpu_forward.py --points ph-8k mamba-8k --repeats 5
+    python benchmarks/cpu_forward.py --points --first-call   # only the first-call (numba compile) cost
     OMP_WAIT_POLICY=PASSIVE python benchmarks/cpu_forward.py   # on a machine shared with other jobs (see below)
 
 Shape: d_model 256, 16 layers, d_state 16, expand 2, vocab 16, random weights, fp32, batch 1, `--threads` intra-op
@@ -15,6 +16,11 @@ from their cache, oneDNN/MKL initialise), then times `--repeats` runs (`--long-r
 median; forwards run under torch.inference_mode. "tok/cpu-s" divides by the process's CPU time (all threads): on a
 busy machine wall time depends on what else runs, CPU time far less; on an idle one, wall rate = CPU rate x threads x
 their utilisation. Ratios are ours / baseline, measured in the same run.
+
+First call: numba compiles the CPU kernels (scan and convolution, forward and backward) on their first use and caches
+them on disk. `--first-call` measures that cost in a subprocess with an empty NUMBA_CACHE_DIR (the model's first
+forward + backward at 1k tokens, compile included), then the same in a second process that loads the kernels from
+that cache, against the steady-state time of the same step.
 
 Not measured, said so in the table: the baseline at 131k (its loop materialises two (length x d_inner x d_state)
 float32 tensors per layer, 4.3 GB each at 131k, and would take minutes), and the baseline's forward+backward at 8k:
@@ -108,6 +114,34 @@ def run_point(model_name: str, mode: str, length: int, repeats: int, threads: in
     )
 
 
+def run_first_call(threads: int) -> dict:
+    """Seconds of the first, second and third forward + backward of the Ph model at 1k tokens in this process."""
+    import torch
+
+    torch.set_num_threads(threads)
+    model = build("ph")
+    ids = torch.randint(7, 11, (1, K), generator=torch.Generator().manual_seed(1))
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        model.zero_grad(set_to_none=True)
+        model(ids).last_hidden_state.square().mean().backward()
+        times.append(time.perf_counter() - start)
+    return dict(first_s=times[0], steady_s=statistics.median(times[1:]))
+
+
+def first_call_costs(threads: int) -> tuple[dict, dict]:
+    """(cold: compiling into an empty cache, warm: loading from it), each in its own process."""
+    import tempfile
+
+    cmd = [sys.executable, __file__, "--_first_call", "--threads", str(threads)]
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        runs = [subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, env=env) for _ in range(2)]
+    cold, warm = (json.loads(r.stdout.strip().splitlines()[-1]) for r in runs)
+    return cold, warm
+
+
 def subprocess_point(name: str, repeats: int, threads: int) -> dict:
     model, mode, length = POINTS[name]
     load = os.getloadavg()[0]
@@ -128,14 +162,20 @@ def fmt_ratio(ours: dict | None, base: dict | None, key: str = "wall_s") -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--points", nargs="+", choices=list(POINTS), default=list(POINTS))
+    parser.add_argument("--points", nargs="*", choices=list(POINTS), default=list(POINTS))
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per point (median)")
     parser.add_argument("--long-repeats", type=int, default=1, help="timed runs per point at 131k")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--first-call", action="store_true",
+                        help="also measure the first call's cost (numba compiling into an empty cache, then loading)")
     parser.add_argument("--_point", help=argparse.SUPPRESS)
+    parser.add_argument("--_first_call", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
 
+    if args._first_call:
+        print(json.dumps(run_first_call(args.threads)))
+        return
     if args._point:
         model, mode, length = POINTS[args._point]
         print(json.dumps(run_point(model, mode, length, args.repeats, args.threads)))
@@ -186,6 +226,12 @@ def main() -> None:
         if ours:
             line += f": ours is >= {predicted / ours['wall_s']:,.0f}x faster"
         print(line + ".")
+
+    if args.first_call:
+        cold, warm = first_call_costs(args.threads)
+        print(f"first forward+backward of the Ph model at 1k tokens: {cold['first_s']:.1f} s compiling the numba "
+              f"kernels into an empty cache, {warm['first_s']:.2f} s in a new process loading them from the cache; "
+              f"steady state {warm['steady_s']:.2f} s.")  # fmt: skip
 
 
 if __name__ == "__main__":
