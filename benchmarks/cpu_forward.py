@@ -1,6 +1,7 @@
 """Full-model CPU throughput of the Caduceus-131k shape against transformers' MambaModel on its CPU path.
 
-    python benchmarks/cpu_forward.py                       # the whole table (about 5 minutes on 2 quiet cores)
+    python benchmarks/cpu_forward.py                       # the whole table (5 minutes on 2 quiet cores, plus up to
+                                                           # --baseline-timeout for the baseline's 8k fwd+bwd)
     python benchmarks/cpu_forward.py --points ph-8k mamba-8k --repeats 5
     python benchmarks/cpu_forward.py --points --first-call   # only the first-call (numba compile) cost
     OMP_WAIT_POLICY=PASSIVE python benchmarks/cpu_forward.py   # on a machine shared with other jobs (see below)
@@ -23,10 +24,10 @@ forward + backward at 1k tokens, compile included), then the same in a second pr
 that cache, against the steady-state time of the same step.
 
 Not measured, said so in the table: the baseline at 131k (its loop materialises two (length x d_inner x d_state)
-float32 tensors per layer, 4.3 GB each at 131k, and would take minutes), and the baseline's forward+backward at 8k:
-autograd through its loop costs a full-size gradient per time step, so its backward grows quadratically with length
-(hours at 8k). It is measured instead for one layer at two short lengths, and extrapolated to 16 layers at 8k with the
-growth exponent seen between them; the exponent itself grows with length, so that prediction is a lower bound.
+float32 tensors per layer, 4.3 GB each at 131k, and would take minutes), and the baseline's forward+backward at 8k
+with all 16 layers: autograd through its loop costs a full-size gradient per time step, so its backward grows
+quadratically with length. It is measured instead for ONE layer at 8k (minutes; its layers cost the same, so 16
+layers take 16 times as long), and for one layer at two short lengths to show the growth exponent.
 
 On a shared machine: torch's OpenMP threads spin for milliseconds after each parallel region, and with more runnable
 threads than cores every region can then cost a scheduler time slice. OMP_WAIT_POLICY=PASSIVE (set before Python
@@ -61,6 +62,7 @@ POINTS = {
     "ph-fwdbwd-8k": ("ph", "fwdbwd", L8),
     "mamba1-fwdbwd-256": ("mamba1", "fwdbwd", 256),
     "mamba1-fwdbwd-512": ("mamba1", "fwdbwd", 512),
+    "mamba1-fwdbwd-8k": ("mamba1", "fwdbwd", L8),
 }
 
 
@@ -142,12 +144,17 @@ def first_call_costs(threads: int) -> tuple[dict, dict]:
     return cold, warm
 
 
-def subprocess_point(name: str, repeats: int, threads: int) -> dict:
+def subprocess_point(name: str, repeats: int, threads: int, timeout: float | None = None) -> dict:
+    """The point measured in its own process; past `timeout` seconds it is stopped and reported as a lower bound
+    (wall_s None, timed_out_s: the timeout; the warm-up and every repeat count against it)."""
     model, mode, length = POINTS[name]
     load = os.getloadavg()[0]
     cmd = [sys.executable, __file__, "--_point", name, "--repeats", str(repeats), "--threads", str(threads)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    try:
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+    except subprocess.TimeoutExpired:
+        result = dict(wall_s=None, cpu_s=None, runs=0, peak_rss_mb=None, timed_out_s=timeout)
     result.update(name=name, model=model, mode=mode, length=length, load=load)
     return result
 
@@ -166,6 +173,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per point (median)")
     parser.add_argument("--long-repeats", type=int, default=1, help="timed runs per point at 131k")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--baseline-timeout", type=float, default=1800,
+                        help="seconds after which the one-layer baseline forward+backward at 8k is stopped and "
+                             "reported as a lower bound (default 1800)")
     parser.add_argument("--first-call", action="store_true",
                         help="also measure the first call's cost (numba compiling into an empty cache, then loading)")
     parser.add_argument("--_point", help=argparse.SUPPRESS)
@@ -187,7 +197,11 @@ def main() -> None:
     results = {}
     for name in args.points:
         repeats = args.long_repeats if POINTS[name][2] == L131 else args.repeats
-        results[name] = r = subprocess_point(name, repeats, args.threads)
+        timeout = args.baseline_timeout if name == "mamba1-fwdbwd-8k" else None
+        results[name] = r = subprocess_point(name, repeats, args.threads, timeout)
+        if r["wall_s"] is None:
+            print(f"  {name:18s} stopped after {timeout:.0f} s (not finished)", flush=True)
+            continue
         print(f"  {name:18s} {r['wall_s']:8.2f} s  cpu {r['cpu_s']:8.2f} s  peak RSS {r['peak_rss_mb']:6.0f} MB  "
               f"(load {r['load']:.1f})", flush=True)  # fmt: skip
 
@@ -225,6 +239,22 @@ def main() -> None:
                 f"take >= {predicted / 3600:.1f} h")  # fmt: skip
         if ours:
             line += f": ours is >= {predicted / ours['wall_s']:,.0f}x faster"
+        print(line + ".")
+
+    one_layer = get("mamba1-fwdbwd-8k")
+    if one_layer and one_layer["wall_s"] is not None:
+        total = one_layer["wall_s"] * SHAPE["n_layer"]
+        line = (f"baseline forward+backward at 8k, ONE layer measured: {one_layer['wall_s']:.1f} s (peak RSS "
+                f"{one_layer['peak_rss_mb']:,.0f} MB); its 16 layers would take {total:.0f} s")  # fmt: skip
+        if ours:
+            line += f": ours (16 layers, {ours['wall_s']:.1f} s) is {total / ours['wall_s']:,.0f}x faster"
+        print(line + ".")
+    elif one_layer:
+        total = one_layer["timed_out_s"] * SHAPE["n_layer"]
+        line = (f"baseline forward+backward at 8k, ONE layer: not finished after {one_layer['timed_out_s']:.0f} s "
+                f"(warm-up at 512 tokens included), so its 16 layers take more than {total:.0f} s")  # fmt: skip
+        if ours:
+            line += f": ours (16 layers, {ours['wall_s']:.1f} s) is more than {total / ours['wall_s']:,.0f}x faster"
         print(line + ".")
 
     if args.first_call:
