@@ -33,7 +33,6 @@ from transformers import (
     AutoModelForSequenceClassification,
     DataCollatorWithPadding,
     Trainer,
-    TrainerCallback,
     TrainingArguments,
 )
 
@@ -41,6 +40,8 @@ from caduceus_hf import CaduceusConfig, CaduceusTokenizer
 from caduceus_hf.training import FinetuneDataOptions, LabelledSequenceDataset, finetune
 from caduceus_hf.training.finetune import load_splits
 from caduceus_hf.training.metrics import label_metrics
+
+from budget import TrainingBudget  # benchmarks/budget.py
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = [
@@ -50,21 +51,6 @@ PUBLISHED = [
     ("Caduceus-PS, pretrained on hg38, official split", 0.745),
     ("Caduceus-Ph, pretrained on hg38, official split", 0.747),
 ]
-
-
-class CpuBudget(TrainerCallback):
-    """Stops training once the process has used `seconds` of CPU time (all threads) since the callback was made."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.start = time.process_time()
-        self.stopped_at: int | None = None
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if time.process_time() - self.start > self.seconds:
-            control.should_training_stop = True
-            self.stopped_at = state.global_step
-        return control
 
 
 def kmer_baseline(train_seqs, train_labels, test_seqs, test_labels) -> tuple[dict, list[str]]:
@@ -151,7 +137,7 @@ def main() -> None:
             warmup_steps=args.warmup, eval_strategy="epoch", save_strategy="no", logging_steps=25, seed=args.seed,
             use_cpu=True, report_to="none", disable_tqdm=True,
         )
-        budget = CpuBudget(args.cpu_budget_min * 60)
+        budget = TrainingBudget(args.cpu_budget_min * 60)
         wall, cpu = time.perf_counter(), time.process_time()
         result = finetune(table, config, training_args, options, pooling_strategy="mean", callbacks=[budget])
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu

@@ -36,28 +36,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
-from transformers import AutoModelForMaskedLM, TrainerCallback, TrainingArguments
+from transformers import AutoModelForMaskedLM, TrainingArguments
 
 from caduceus_hf import CaduceusConfig, CaduceusTokenizer
 from caduceus_hf.training import PretrainDataOptions, pretrain
 
+from budget import TrainingBudget  # benchmarks/budget.py
+
 REPO = Path(__file__).resolve().parents[1]
 LN2 = math.log(2)
-
-
-class CpuBudget(TrainerCallback):
-    """Stops training once the process has used `seconds` of CPU time (all threads) since `start`."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.start = time.process_time()
-        self.stopped_at: int | None = None
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if time.process_time() - self.start > self.seconds:
-            control.should_training_stop = True
-            self.stopped_at = state.global_step
-        return control
 
 
 def encode(sequence: str) -> np.ndarray:
@@ -162,7 +149,7 @@ def main() -> None:
         warmup_steps=0.02, eval_strategy="steps", eval_steps=args.eval_steps, save_strategy="no", logging_steps=50,
         seed=args.seed, use_cpu=True, report_to="none", disable_tqdm=True, dataloader_drop_last=True,
     )
-    budget = CpuBudget(args.cpu_budget_min * 60)
+    budget = TrainingBudget(args.cpu_budget_min * 60)
     wall, cpu = time.perf_counter(), time.process_time()
     result = pretrain([fasta], config, training_args, PretrainDataOptions(window=args.window, holdout_fraction=0.05),
                       callbacks=[budget])

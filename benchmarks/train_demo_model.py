@@ -29,10 +29,12 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import TrainerCallback, TrainingArguments
+from transformers import TrainingArguments
 
 from caduceus_hf import CaduceusConfig
 from caduceus_hf.training import PretrainDataOptions, pretrain
+
+from budget import TrainingBudget  # benchmarks/budget.py
 
 REPO = Path(__file__).resolve().parents[1]
 GENOMES = (
@@ -43,21 +45,6 @@ GENOMES = (
 )
 # What the packaged model is: saved by Trainer, minus its pickled TrainingArguments (not needed to load the model).
 SHIPPED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md")
-
-
-class TimeBudget(TrainerCallback):
-    """Stop training once `seconds` of wall time have passed (checked after every optimiser step)."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.start = time.monotonic()
-        self.stopped_at: int | None = None
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if time.monotonic() - self.start > self.seconds:
-            control.should_training_stop = True
-            self.stopped_at = state.global_step
-        return control
 
 
 def demo_card(card: str, data_dir: Path, minutes: float, threads: int, stopped_at: int | None, max_steps: int,
@@ -113,7 +100,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     fasta = [args.data_dir.resolve() / "genomes" / name for name in GENOMES]
     config = CaduceusConfig(d_model=64, n_layer=4, ssm_cfg={"d_state": 16}, rcps=False)
-    budget = TimeBudget(args.time_budget_min * 60)
+    budget = TrainingBudget(args.time_budget_min * 60, time.monotonic)
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="train-demo-") as work:

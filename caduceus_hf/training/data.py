@@ -25,7 +25,7 @@ from transformers import DataCollatorForTokenClassification, PreTrainedTokenizer
 
 from ..data_collator import LOSS_WEIGHTS_KEY, DataCollatorForNucleotideMLM
 from ..dna import FRAMING_TOKEN_IDS, reverse_complement_ids
-from ..extras import require
+from ..apps.genome import read_fasta as stream_fasta
 
 PathLike = str | os.PathLike[str]
 SEQUENCE_COLUMNS = ("seq", "sequence", "sequences", "dna")
@@ -56,34 +56,13 @@ class FastaRecord:
 
 
 def read_fasta(path: PathLike) -> list[FastaRecord]:
-    """All records of a FASTA file, plain or gzipped (any gzip, bgzip not required), read with pysam.
+    """All records of a FASTA file, plain or gzipped, read and checked by `caduceus_hf.apps.read_fasta` (pysam).
 
-    Raises FileNotFoundError for a missing file, ValueError naming the file and line when the file is not FASTA (text
-    before the first '>' header, which pysam would silently drop) or has no record, and MissingExtraError when pysam is
-    not installed.
+    Raises FileNotFoundError for a missing file, and a ValueError naming the file and line when the file is not FASTA
+    (text before the first '>' header, a record without a name or sequence, characters that are not IUPAC
+    nucleotide codes) or has no record.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"FASTA file not found: {path}")
-    try:
-        with _open_text(path) as fh:
-            for line_number, line in enumerate(fh, start=1):
-                if line.strip():
-                    if not line.startswith(">"):
-                        raise ValueError(
-                            f"{path}:{line_number}: not FASTA: expected a '>' header line, got {line.strip()[:40]!r}"
-                        )
-                    break
-    except (OSError, UnicodeDecodeError, EOFError) as err:
-        raise ValueError(f"{path}: cannot be read as (gzipped) FASTA text: {err}") from None
-    pysam = require("pysam", "reading FASTA files", "train")
-    records = []
-    with pysam.FastxFile(str(path)) as fh:
-        for entry in fh:
-            records.append(FastaRecord(path=str(path), name=entry.name, sequence=entry.sequence or ""))
-    if not records:
-        raise ValueError(f"{path}: no FASTA records")
-    return records
+    return [FastaRecord(str(Path(path)), record.name, record.sequence) for record in stream_fasta(path)]
 
 
 def read_fasta_files(paths: Sequence[PathLike]) -> list[FastaRecord]:
