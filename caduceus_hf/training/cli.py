@@ -92,8 +92,9 @@ def _run(command: str, args: argparse.Namespace, body) -> int:
     try:
         return body(args)
     except ImportError as err:
-        # Missing optional dependencies (pysam, accelerate, scikit-learn) come from the [train] extra.
-        hint = "" if install_hint("train") in str(err) else f" ({install_hint('train')})"
+        # Missing optional dependencies (pysam, accelerate, scikit-learn): say which extra has them, unless the error
+        # already does.
+        hint = "" if "pip install" in str(err) else f" ({install_hint('train')})"
         print(f"caduceus-hf {command}: error: {err}{hint}", file=sys.stderr)
         return 1
     except OSError as err:
