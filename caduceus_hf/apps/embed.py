@@ -190,13 +190,7 @@ def _windows_from_bed(
 ) -> tuple[list[_Window], list[str]]:
     windows, sequences = [], []
     for region in read_bed(bed):
-        if region.chrom not in reference:
-            names = list(reference.lengths)
-            raise GenomeFileError(
-                f"{bed}:{region.line}: contig {region.chrom!r} is not in the reference {reference.path} "
-                f"(contigs: {', '.join(names[:10])}{' ...' if len(names) > 10 else ''})"
-            )
-        length = reference.lengths[region.chrom]
+        length = reference.length_of(region.chrom, f"{bed}:{region.line}")
         if region.end > length:
             raise GenomeFileError(
                 f"{bed}:{region.line}: interval {region.chrom}:{region.start}-{region.end} ends past the end of the "

@@ -178,6 +178,16 @@ class Reference:
     def __contains__(self, contig: str) -> bool:
         return contig in self.lengths
 
+    def length_of(self, contig: str, where: str) -> int:
+        """The length of `contig`, or a GenomeFileError starting with `where` (the file and line that named it)."""
+        if contig not in self.lengths:
+            names = list(self.lengths)
+            raise GenomeFileError(
+                f"{where}: contig {contig!r} is not in the reference {self.path} "
+                f"(contigs: {', '.join(names[:10])}{' ...' if len(names) > 10 else ''})"
+            )
+        return self.lengths[contig]
+
     def fetch(self, contig: str, start: int, end: int) -> str:
         """Bases [start, end) of `contig` (0-based, half-open, within the contig), case as in the file."""
         length = self.lengths[contig]

@@ -272,13 +272,7 @@ def _collect_sites(
     records = 0
     for record in read_vcf(vcf, label_key):
         records += 1
-        if record.chrom not in reference:
-            names = list(reference.lengths)
-            raise GenomeFileError(
-                f"{vcf}:{record.line}: contig {record.chrom!r} is not in the reference {reference.path} "
-                f"(contigs: {', '.join(names[:10])}{' ...' if len(names) > 10 else ''})"
-            )
-        length = reference.lengths[record.chrom]
+        length = reference.length_of(record.chrom, f"{vcf}:{record.line}")
         if not 1 <= record.pos <= length:
             raise GenomeFileError(
                 f"{vcf}:{record.line}: position {record.pos:,} is outside contig {record.chrom!r} "
