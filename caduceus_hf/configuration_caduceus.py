@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import field
 from typing import Any
@@ -27,7 +28,8 @@ SSM_CFG_DEFAULTS: dict[str, Any] = {
 }
 BIDIRECTIONAL_STRATEGIES = ("add", "ew_multiply")
 POOLING_STRATEGIES = ("mean", "max", "first", "last")
-SCAN_BACKENDS = ("auto", "reference", "cpu", "cuda")
+
+logger = logging.getLogger(__name__)
 
 
 class CaduceusConfig(PreTrainedConfig):
@@ -54,8 +56,10 @@ class CaduceusConfig(PreTrainedConfig):
         pooling_strategy: sequence classification pooling, "mean", "max", "first" or "last".
         conjoin_train / conjoin_eval: Ph models average the forward and reverse-complement passes when training /
             evaluating (post-hoc conjoining).
-        scan_backend: which selective-scan implementation to use ("auto" picks the fastest available for the
-            tensors' device; "reference" is the plain PyTorch loop).
+
+    The mixers' implementation is not configuration: it is chosen at run time with
+    `from_pretrained(..., scan_backend=...)` or `model.set_scan_backend(...)` (see `caduceus_hf.backends`). A
+    `scan_backend` key in an older config.json is ignored with an info line, so such files load on any machine.
     """
 
     model_type = "caduceus"
@@ -79,7 +83,6 @@ class CaduceusConfig(PreTrainedConfig):
     conjoin_train: bool = False
     conjoin_eval: bool = False
     classifier_dropout: float = 0.0
-    scan_backend: str = "auto"
     tie_word_embeddings: bool = True
     pad_token_id: int | None = SPECIAL_TOKEN_IDS["[PAD]"]
     bos_token_id: int | None = SPECIAL_TOKEN_IDS["[BOS]"]
@@ -87,6 +90,12 @@ class CaduceusConfig(PreTrainedConfig):
     mask_token_id: int | None = SPECIAL_TOKEN_IDS["[MASK]"]
 
     def __post_init__(self, **kwargs: Any) -> None:
+        if "scan_backend" in kwargs:
+            logger.info(
+                "CaduceusConfig: ignoring scan_backend=%r: the backend is chosen at run time "
+                "(from_pretrained(..., scan_backend=...) or model.set_scan_backend(...)); the model uses 'auto'",
+                kwargs.pop("scan_backend"),
+            )
         self._normalise()
         super().__post_init__(**kwargs)
 
@@ -131,8 +140,6 @@ class CaduceusConfig(PreTrainedConfig):
             raise ValueError(
                 f"CaduceusConfig.pooling_strategy must be one of {POOLING_STRATEGIES}, got {self.pooling_strategy!r}"
             )
-        if self.scan_backend not in SCAN_BACKENDS:
-            raise ValueError(f"CaduceusConfig.scan_backend must be one of {SCAN_BACKENDS}, got {self.scan_backend!r}")
 
         if self.complement_map is None:
             if self.rcps:

@@ -3,8 +3,10 @@
 A Mamba mixer runs in either direction: `reverse=True` scans from the end and uses the mirrored (anti-causal) short
 convolution, which is what the original computes as flip(mamba(flip(x))), without materialising any flip.
 
+Which implementation runs each op (reference, numba CPU kernels, mamba-ssm CUDA kernels, whole fused mixers) is decided
+in `caduceus_hf.backends`, from the `scan_backend` name each module holds (set by `set_scan_backend` on the model).
 Long sequences without autograd run in time chunks (`BiMamba.forward_chunked`), so that memory grows with
-length x d_model rather than with the mixer's many length x d_inner intermediates; see `chunked`.
+length x d_model rather than with the mixer's many length x d_inner intermediates; `backends.chunked` decides when.
 """
 
 from __future__ import annotations
@@ -17,28 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import backends
+from .backends import MixerBackend
 from .configuration_caduceus import CaduceusConfig
-from .ops import kernels
-from .ops.conv import short_conv_silu
-from .ops.scan import selective_scan
-
-
-STREAM_CHUNK = 8192
-"""Time steps per chunk of the chunked inference path; a module constant so that tests can lower it."""
 
 Rows = Callable[[int, int], torch.Tensor]
 """rows(start, stop) -> the mixer input (batch, stop - start, d_model) at those time steps, computed on demand."""
 Write = Callable[[int, int, torch.Tensor], None]
 """write(start, stop, out) stores the mixer output (batch, stop - start, d_model) of those time steps."""
-
-
-def chunked(hidden_states: torch.Tensor) -> bool:
-    """Whether a mixer input (batch, length, d) runs in time chunks: CPU tensors, no autograd, longer than a chunk.
-
-    Only inference: the chunked path recomputes one direction instead of keeping it, which autograd cannot see.
-    CUDA tensors keep their kernels' one-launch paths.
-    """
-    return not torch.is_grad_enabled() and hidden_states.device.type == "cpu" and hidden_states.shape[1] > STREAM_CHUNK
 
 
 _buffers: contextvars.ContextVar[dict | None] = contextvars.ContextVar("caduceus_hf_chunk_buffers", default=None)
@@ -96,7 +84,7 @@ class Mamba(nn.Module):
         self.A_log = nn.Parameter(torch.empty(self.d_inner, self.d_state))
         self.D = nn.Parameter(torch.empty(self.d_inner))
         self.out_proj = nn.Linear(self.d_inner, self.d_model, bias=cfg["bias"])
-        self.scan_backend = config.scan_backend
+        self.scan_backend = "auto"
 
     def ssm(
         self,
@@ -107,18 +95,22 @@ class Mamba(nn.Module):
         initial_state: torch.Tensor | None = None,
         return_final_state: bool = False,
         lead: int = 0,
+        backend: MixerBackend | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """The part between in_proj and out_proj: x and gate z (batch, length, d_inner) -> gated scan output.
+        """The part between in_proj and out_proj: x and gate z (batch, length, d_inner) -> gated scan output, on
+        `backend` (by default the one `scan_backend` resolves to for x's device).
 
         For a time chunk, x (and mask) also hold the neighbouring steps that the short convolution reads: `lead`
         steps before the chunk and any number after it; the chunk's length is then z's (or, without z, what the
         rest of x leaves), and the scan starts from initial_state (batch, d_inner, d_state) as the state carried in.
         """
         length = x.shape[1] - lead if z is None else z.shape[1]
+        if backend is None:
+            backend = backends.resolve(self.scan_backend, x.device)
         # 1. Padding contributes nothing: zero it before the convolution, and the scan skips masked steps.
         if mask is not None:
             x = x * mask.unsqueeze(-1).to(x.dtype)
-        x = short_conv_silu(x, self.conv1d.weight, self.conv1d.bias, reverse=reverse, backend=self.scan_backend)
+        x = backend.conv(x, self.conv1d.weight, self.conv1d.bias, reverse)
         if lead or x.shape[1] > length:
             x = x[:, lead : lead + length]
             mask = None if mask is None else mask[:, lead : lead + length]
@@ -127,7 +119,7 @@ class Mamba(nn.Module):
         delta = F.linear(dt, self.dt_proj.weight)
         # 3. Scan; the state and A stay float32 whatever the activations' dtype.
         A = -torch.exp(self.A_log.float())
-        return selective_scan(
+        return backend.scan(
             x,
             delta,
             A,
@@ -140,23 +132,19 @@ class Mamba(nn.Module):
             reverse=reverse,
             initial_state=initial_state,
             return_final_state=return_final_state,
-            backend=self.scan_backend,
         )
 
     def forward(
         self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None, reverse: bool = False
     ) -> torch.Tensor:
-        """(batch, length, d_model) -> (batch, length, d_model).
-
-        On CUDA, without a mask, mamba-ssm's fused mamba_inner_fn runs the whole mixer when it is installed together
-        with causal-conv1d and scan_backend allows kernels; a mask needs the unfused path, whose scan skips padding.
-        """
-        if mask is None:
-            fused = kernels.mamba_inner_kernel(hidden_states, self.scan_backend, self.conv1d.kernel_size[0])
-            if fused is not None:
-                return kernels.run_mamba_inner(fused, self, hidden_states, reverse)
+        """(batch, length, d_model) -> (batch, length, d_model): the backend's whole-mixer path where it has one (the
+        CUDA backend's mamba_inner_fn, without a mask), else in_proj, `ssm` and out_proj."""
+        backend = backends.resolve(self.scan_backend, hidden_states.device)
+        fused = backend.mamba(self, hidden_states, mask, reverse)
+        if fused is not None:
+            return fused
         x, z = self.in_proj(hidden_states).chunk(2, dim=-1)
-        return self.out_proj(self.ssm(x, z, mask, reverse))
+        return self.out_proj(self.ssm(x, z, mask, reverse, backend=backend))
 
 
 class BiMamba(nn.Module):
@@ -172,6 +160,7 @@ class BiMamba(nn.Module):
         self.bidirectional = config.bidirectional
         self.strategy = config.bidirectional_strategy
         self.weight_tie = config.bidirectional and config.bidirectional_weight_tie
+        self.scan_backend = "auto"
         self.mamba_fwd = Mamba(config)
         if self.bidirectional:
             self.mamba_rev = Mamba(config)
@@ -203,19 +192,20 @@ class BiMamba(nn.Module):
             out_rev = self.mamba_rev(hidden_states, mask, reverse=not swap_directions)
             return out_fwd + out_rev if self.strategy == "add" else out_fwd * out_rev
 
-        # On CUDA with mamba-ssm, both directions run in one scan launch in the kernels' layout.
-        scan_kernel = kernels.bimamba_scan_kernel(hidden_states, self.mamba_fwd.scan_backend)
-        if scan_kernel is not None:
-            return kernels.run_bimamba(scan_kernel, self, hidden_states, mask, swap_directions, short_conv_silu)
+        # The backend's whole-mixer path where it has one (CUDA: both directions in one scan launch).
+        backend = backends.resolve(self.scan_backend, hidden_states.device)
+        fused = backend.bimamba(self, hidden_states, mask, swap_directions)
+        if fused is not None:
+            return fused
         # 1. Shared input projection, once.
         x, z = self.mamba_fwd.in_proj(hidden_states).chunk(2, dim=-1)
         # 2. The two scans over the same projected input, in opposite directions.
-        y_fwd = self.mamba_fwd.ssm(x, z, mask, reverse=swap_directions)
-        y_rev = self.mamba_rev.ssm(x, z, mask, reverse=not swap_directions)
+        y_fwd = self.mamba_fwd.ssm(x, z, mask, reverse=swap_directions, backend=backend)
+        y_rev = self.mamba_rev.ssm(x, z, mask, reverse=not swap_directions, backend=backend)
         # 3. Shared output projection: once for "add", per direction for "ew_multiply".
-        return self._combine(y_fwd, y_rev)
+        return self.combine(y_fwd, y_rev)
 
-    def _combine(self, y_fwd: torch.Tensor, y_rev: torch.Tensor) -> torch.Tensor:
+    def combine(self, y_fwd: torch.Tensor, y_rev: torch.Tensor) -> torch.Tensor:
         """Both directions' scan outputs (batch, length, d_inner) -> the mixer output (batch, length, d_model)."""
         proj_fwd, proj_rev = self.mamba_fwd.out_proj, self.mamba_rev.out_proj
         if self.strategy == "ew_multiply":
@@ -232,8 +222,8 @@ class BiMamba(nn.Module):
     def forward_chunked(
         self, rows: Rows, length: int, write: Write, mask: torch.Tensor | None = None, swap_directions: bool = False
     ) -> None:
-        """The forward of rows(0, length) without autograd, STREAM_CHUNK time steps at a time: write(start, stop, out)
-        receives each chunk's output. Same values as `forward`; no tensor spans the sequence but one of
+        """The forward of rows(0, length) without autograd, backends.STREAM_CHUNK time steps at a time:
+        write(start, stop, out) receives each chunk's output. Same values as `forward`; no tensor spans the sequence but one of
         (batch, length, d_inner) for a bidirectional mixer.
 
         A chunk's short convolution reads the d_conv - 1 neighbouring steps too, and each scan carries its state from
@@ -243,7 +233,8 @@ class BiMamba(nn.Module):
         downwards, running the descending direction and re-running the ascending one from its saved state (its
         convolution, x_proj and scan: a fraction of the layer's time, next to the in_proj and out_proj it saves).
         """
-        bounds = [(start, min(start + STREAM_CHUNK, length)) for start in range(0, length, STREAM_CHUNK)]
+        chunk = backends.STREAM_CHUNK
+        bounds = [(start, min(start + chunk, length)) for start in range(0, length, chunk)]
         ctx = self.mamba_fwd.conv1d.kernel_size[0] - 1
 
         def mask_at(start: int, stop: int) -> torch.Tensor | None:
@@ -286,7 +277,7 @@ class BiMamba(nn.Module):
             y_asc = asc.ssm(x_all[:, lo:stop], z_asc, mask_at(lo, stop), False, states[i], lead=start - lo)
             y_desc, desc_state = desc.ssm(x_desc, z_desc, mask_at(start, hi), True, desc_state, True)
             y_fwd, y_rev = (y_desc, y_asc) if swap_directions else (y_asc, y_desc)
-            write(start, stop, self._combine(y_fwd, y_rev))
+            write(start, stop, self.combine(y_fwd, y_rev))
 
     def _single_direction_chunked(self, rows, length, write, mask_at, bounds, ctx, reverse) -> None:
         """forward_chunked of a one-direction mixer: one pass, in the scan's direction, carrying its state."""

@@ -24,9 +24,11 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 
+from . import backends
+from .backends import chunked
 from .configuration_caduceus import CaduceusConfig
 from .dna import FRAMING_TOKEN_IDS, complement_table, flip_real_tokens, reverse_complement_ids
-from .mixer import BiMamba, Mamba, chunked, reused_buffers
+from .mixer import BiMamba, Mamba, reused_buffers
 from .ops.norm import RMSNorm, norm
 from .rcps import RCPSEmbedding, RCPSLMHead, RCPSWrapper, split_strands, swap_strands, swap_strands_
 
@@ -100,7 +102,7 @@ class CaduceusBlock(GradientCheckpointingLayer):
         """hidden_states, residual (batch, length, hidden_size) -> new hidden_states, new residual.
 
         reuse_inputs: the caller hands both tensors over (nothing else refers to them), so that the chunked inference
-        path for long sequences (`mixer.chunked`) may overwrite them instead of allocating.
+        path for long sequences (`backends.chunked`) may overwrite them instead of allocating.
         """
         if chunked(hidden_states):
             return self._forward_chunked(hidden_states, residual, mask, reuse_inputs)
@@ -216,6 +218,28 @@ class CaduceusPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["CaduceusBlock"]
     # Trainer passes num_items_in_batch; losses are normalised by it (see _reduce_loss).
     accepts_loss_kwargs = True
+
+    @classmethod
+    def from_pretrained(cls, *args, scan_backend: str | None = None, **kwargs):
+        """PreTrainedModel.from_pretrained, plus scan_backend: which implementation runs the mixers (see
+        `set_scan_backend`); not part of the configuration."""
+        model = super().from_pretrained(*args, **kwargs)
+        if scan_backend is not None:
+            model.set_scan_backend(scan_backend)
+        return model
+
+    def set_scan_backend(self, name: str) -> None:
+        """Run every mixer on backend `name`: "auto" (the default), "reference", "cpu", "cuda" or another name
+        registered in `caduceus_hf.backends`, which documents how each is chosen. Not saved with the model."""
+        backends.check_name(name)
+        for module in self.modules():
+            if isinstance(module, (Mamba, BiMamba)):
+                module.scan_backend = name
+
+    @property
+    def scan_backend(self) -> str:
+        """The backend name the mixers run on (see `set_scan_backend`)."""
+        return next(m.scan_backend for m in self.modules() if isinstance(m, Mamba))
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import backends
 from .dna import complement_table
-from . import mixer
 from .mixer import BiMamba, Rows
 
 
@@ -34,8 +34,8 @@ def swap_strands(hidden_states: torch.Tensor) -> torch.Tensor:
 def swap_strands_(hidden_states: torch.Tensor) -> torch.Tensor:
     """swap_strands in place, a time chunk at a time (the temporary is one chunk of one strand); returns its input."""
     d = hidden_states.shape[-1] // 2
-    for start in range(0, hidden_states.shape[1], mixer.STREAM_CHUNK):
-        rows = hidden_states[:, start : start + mixer.STREAM_CHUNK]
+    for start in range(0, hidden_states.shape[1], backends.STREAM_CHUNK):
+        rows = hidden_states[:, start : start + backends.STREAM_CHUNK]
         fwd = rows[..., :d].clone()
         rows[..., :d] = rows[..., d:]
         rows[..., d:] = fwd

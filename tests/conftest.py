@@ -33,6 +33,12 @@ def perturb(model: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch.
     return model
 
 
+def on_backend(model, name: str):
+    """`model` with its mixers on scan backend `name` (`set_scan_backend`)."""
+    model.set_scan_backend(name)
+    return model
+
+
 def random_ids(batch: int, length: int, seed: int = 0, low: int = 7, high: int = 12) -> torch.Tensor:
     return torch.randint(low, high, (batch, length), generator=torch.Generator().manual_seed(seed))
 

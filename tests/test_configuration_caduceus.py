@@ -67,12 +67,21 @@ def test_dt_rank_auto():
         (dict(ssm_cfg={"dt_rank": 0}), "dt_rank"),
         (dict(pooling_strategy="median"), "pooling_strategy"),
         (dict(d_model=0), "d_model"),
-        (dict(scan_backend="gpu"), "scan_backend"),
     ],
 )
 def test_invalid_configs_name_the_key(kwargs, key):
     with pytest.raises(ValueError, match=key):
         CaduceusConfig(**kwargs)
+
+
+@pytest.mark.parametrize("value", ["cuda", "gpu"])
+def test_a_legacy_scan_backend_key_is_dropped_with_an_info_line(caplog, value):
+    """The backend is chosen at run time now (caduceus_hf.backends); old config.json files carry the key."""
+    with caplog.at_level("INFO", logger="caduceus_hf.configuration_caduceus"):
+        config = CaduceusConfig(scan_backend=value)
+    assert "scan_backend" not in config.to_dict() and not hasattr(config, "scan_backend")
+    (record,) = caplog.records
+    assert f"ignoring scan_backend={value!r}" in record.getMessage()
 
 
 def test_ph_needs_no_complement_map():

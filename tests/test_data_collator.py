@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import on_backend, tiny_config
 from transformers import BertTokenizer, Trainer, TrainingArguments
 
 from caduceus_hf import CaduceusForMaskedLM, CaduceusTokenizer, DataCollatorForNucleotideMLM
@@ -138,7 +138,7 @@ def test_rejects_unsupported_settings(tok):
 
 
 def test_trains_a_step_with_trainer(tok, tmp_path):
-    model = CaduceusForMaskedLM(tiny_config(scan_backend="reference"))
+    model = on_backend(CaduceusForMaskedLM(tiny_config()), "reference")
     # Short sequences of unequal length: the reference scan is a Python loop over positions.
     dataset = [
         {**e, "loss_weights": [1.0] * len(e["input_ids"])} for e in _examples(tok, ["ACGTAC", "GGA", "TTN", "C"])

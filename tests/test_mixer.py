@@ -1,5 +1,5 @@
 """The mixer's CPU paths: the numba kernels against the reference backend, and the chunked inference path for long
-sequences (`mixer.chunked`) against the whole-sequence path, on tiny configs with the chunk size lowered."""
+sequences (`backends.chunked`) against the whole-sequence path, on tiny configs with the chunk size lowered."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from caduceus_hf import CaduceusForMaskedLM, mixer
+from caduceus_hf import CaduceusForMaskedLM, backends
 from caduceus_hf.ops import scan_cpu
 from caduceus_hf.rcps import swap_strands, swap_strands_
 
@@ -42,7 +42,7 @@ def _mask(side):
 
 
 def _run(model, ids, mask, chunk, monkeypatch, **kwargs):
-    monkeypatch.setattr(mixer, "STREAM_CHUNK", chunk)
+    monkeypatch.setattr(backends, "STREAM_CHUNK", chunk)
     with torch.no_grad():
         return model(ids, attention_mask=mask, output_hidden_states=True, **kwargs)
 
@@ -108,17 +108,17 @@ def test_chunking_is_inference_only(monkeypatch):
     ids = random_ids(2, LENGTH, seed=10)
     grads = []
     for chunk in (LENGTH, 6):
-        monkeypatch.setattr(mixer, "STREAM_CHUNK", chunk)
+        monkeypatch.setattr(backends, "STREAM_CHUNK", chunk)
         model.zero_grad()
         model(ids, labels=ids).loss.backward()
         grads.append([p.grad.clone() for p in model.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     x = torch.randn(1, LENGTH, 8)
-    assert not mixer.chunked(x)
+    assert not backends.chunked(x)
     with torch.no_grad():
-        assert mixer.chunked(x)
-        assert not mixer.chunked(x[:, :6])
+        assert backends.chunked(x)
+        assert not backends.chunked(x[:, :6])
 
 
 def test_swap_strands_in_place():
@@ -143,10 +143,7 @@ def test_cpu_kernels_agree_with_the_reference_backend(options, dtype):
     plain PyTorch ops (backend "reference") on the same weights and inputs, padding included."""
     model = perturb(CaduceusForMaskedLM(tiny_config(ssm_cfg={"d_state": 16}, **options)), seed=11).to(dtype)
     reference = copy.deepcopy(model)
-    reference.config.scan_backend = "reference"
-    for module in reference.modules():
-        if isinstance(module, mixer.Mamba):
-            module.scan_backend = "reference"
+    reference.set_scan_backend("reference")
     ids, mask = random_ids(2, 13, seed=12), torch.tensor([[1] * 13, [1] * 9 + [0] * 4])
     out, out_ref = (m(ids, attention_mask=mask, labels=ids) for m in (model, reference))
     out.loss.backward()

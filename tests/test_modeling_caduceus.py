@@ -26,7 +26,7 @@ from caduceus_hf import (
 )
 from caduceus_hf.dna import DNA_COMPLEMENT_MAP, reverse_complement_ids
 
-from conftest import FIXTURES, perturb, random_ids, tiny_config
+from conftest import FIXTURES, on_backend, perturb, random_ids, tiny_config
 import original_semantics
 
 CLOSE = dict(rtol=1e-4, atol=1e-5)
@@ -214,7 +214,7 @@ SSM_GRID = [
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("options", OPTION_GRID + SSM_GRID, ids=lambda o: json.dumps(o, sort_keys=True))
 def test_every_option_matches_the_literal_original(options, backend):
-    model = perturb(CaduceusForMaskedLM(tiny_config(scan_backend=backend, **options)), seed=1).eval()
+    model = perturb(on_backend(CaduceusForMaskedLM(tiny_config(**options)), backend), seed=1).eval()
     ids = random_ids(2, 23, seed=2, low=0)
     with torch.no_grad():
         got = model(ids).logits
@@ -330,7 +330,7 @@ def _pad(ids: torch.Tensor, total: int, side: str) -> tuple[torch.Tensor, torch.
 @pytest.mark.parametrize("options", [dict(rcps=False), dict(rcps=True), dict(rcps=True, fused_add_norm=False),
                                      dict(bidirectional=False), dict(bidirectional_strategy="ew_multiply")])
 def test_padding_does_not_change_real_tokens(options, side, backend):
-    model = perturb(CaduceusForMaskedLM(tiny_config(scan_backend=backend, **options)), seed=3).eval()
+    model = perturb(on_backend(CaduceusForMaskedLM(tiny_config(**options)), backend), seed=3).eval()
     short, long = random_ids(1, 13, seed=4), random_ids(1, 20, seed=5)
     padded, mask = _pad(short, 20, side)
     batch = torch.cat([padded, long])
@@ -454,7 +454,7 @@ def test_regression_and_multilabel_heads():
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("options", [dict(), dict(rcps=True), dict(bidirectional_weight_tie=False, rms_norm=False)])
 def test_gradient_checkpointing_gives_the_same_gradients(options, backend):
-    model = perturb(CaduceusForMaskedLM(tiny_config(scan_backend=backend, **options)), seed=16)
+    model = perturb(on_backend(CaduceusForMaskedLM(tiny_config(**options)), backend), seed=16)
     ids = random_ids(2, 12, seed=17)
     model.train()
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from caduceus_hf.ops import conv, conv_cpu, scan_cpu
+from caduceus_hf import backends
+from caduceus_hf.ops import conv_cpu, scan_cpu
 
 pytestmark = pytest.mark.skipif(not scan_cpu.is_available(), reason="numba is not installed")
 
@@ -25,7 +26,7 @@ def both(wide, x, weight, bias, reverse, grad_out=None):
     """(output, gradients of wide, weight and bias) of the numba kernel and of the PyTorch path."""
     results = []
     for backend in ("cpu", "reference"):
-        y = conv.short_conv_silu(x, weight, bias, reverse=reverse, backend=backend)
+        y = backends.short_conv_silu(x, weight, bias, reverse=reverse, backend=backend)
         gy = grad_out if grad_out is not None else torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
         leaves = [t for t in (wide, weight, bias) if t is not None]
         results.append((y, torch.autograd.grad(y, leaves, gy.to(y.dtype))))
@@ -67,7 +68,7 @@ def test_bfloat16_follows_the_pytorch_path_on_the_same_inputs():
     assert y.dtype == torch.bfloat16
     assert all(a.dtype == torch.bfloat16 for a in g)
     # The kernel computes in float32 and rounds once; compare with float32 arithmetic on the same bf16 values.
-    exact = conv.short_conv_silu(x.float(), weight.float(), bias.float(), reverse=True, backend="reference")
+    exact = backends.short_conv_silu(x.float(), weight.float(), bias.float(), reverse=True, backend="reference")
     close(y.float(), exact.to(torch.bfloat16).float(), rtol=1e-2, atol=1e-2)
     close(y.float(), y_ref.float(), rtol=2e-2, atol=2e-2)
     for a, b in zip(g, g_ref):
@@ -78,9 +79,9 @@ def test_strided_and_contiguous_inputs_give_the_same_bits():
     wide, x, weight, bias = make_inputs(batch=3, length=40, channels=16)
     transposed = x.detach().transpose(1, 2).contiguous().transpose(1, 2)  # unit time stride: one copy in the kernel
     with torch.no_grad():
-        want = conv.short_conv_silu(x.detach().contiguous(), weight, bias, backend="cpu")
+        want = backends.short_conv_silu(x.detach().contiguous(), weight, bias, backend="cpu")
         for layout in (x.detach(), transposed):
-            torch.testing.assert_close(conv.short_conv_silu(layout, weight, bias, backend="cpu"), want, rtol=0, atol=0)
+            torch.testing.assert_close(backends.short_conv_silu(layout, weight, bias, backend="cpu"), want, rtol=0, atol=0)
 
 
 def test_thread_count_does_not_change_the_result():
@@ -103,13 +104,13 @@ def test_thread_count_does_not_change_the_result():
 def test_inference_and_training_paths_agree():
     wide, x, weight, bias = make_inputs()
     with torch.no_grad():
-        y_inference = conv.short_conv_silu(x, weight, bias, backend="cpu")
-    torch.testing.assert_close(conv.short_conv_silu(x, weight, bias, backend="cpu").detach(), y_inference, rtol=0, atol=0)
+        y_inference = backends.short_conv_silu(x, weight, bias, backend="cpu")
+    torch.testing.assert_close(backends.short_conv_silu(x, weight, bias, backend="cpu").detach(), y_inference, rtol=0, atol=0)
 
 
 def test_gradients_through_a_modified_input_are_refused():
     wide, x, weight, bias = make_inputs(length=5)
-    y = conv.short_conv_silu(x, weight, bias, backend="cpu")
+    y = backends.short_conv_silu(x, weight, bias, backend="cpu")
     with torch.no_grad():
         wide.add_(1.0)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
@@ -129,7 +130,7 @@ def test_auto_and_cpu_backends_take_the_kernel_on_cpu(monkeypatch):
     kernel = conv_cpu.short_conv_silu_cpu
     monkeypatch.setattr(conv_cpu, "short_conv_silu_cpu", lambda *a: calls.append(1) or kernel(*a))
     for backend in ("auto", "cpu"):
-        conv.short_conv_silu(x, weight, bias, backend=backend)
+        backends.short_conv_silu(x, weight, bias, backend=backend)
     assert len(calls) == 2
 
 
@@ -142,5 +143,5 @@ def test_the_pytorch_path_runs_otherwise(monkeypatch, case):
     if case == "kernel too large":
         monkeypatch.setattr(conv_cpu, "_MAX_RING", 8 * 4 - 1)
     monkeypatch.setattr(conv_cpu, "short_conv_silu_cpu", _explode)
-    y = conv.short_conv_silu(x, weight, bias, backend=backend)
+    y = backends.short_conv_silu(x, weight, bias, backend=backend)
     assert y.dtype == x.dtype

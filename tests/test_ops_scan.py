@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from caduceus_hf.ops import scan, scan_cpu
+from caduceus_hf.ops import scan_cpu
 from caduceus_hf.ops.scan_reference import selective_scan_reference
 
 pytestmark = pytest.mark.skipif(not scan_cpu.is_available(), reason="numba is not installed")
@@ -249,33 +249,3 @@ def test_gradients_through_a_modified_input_are_refused():
         x["delta"].add_(1.0)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         y.sum().backward()
-
-
-# --- dispatch ------------------------------------------------------------------------------------------------------
-
-
-def test_auto_backend_picks_the_numba_kernel_on_cpu():
-    assert scan.resolve_backend("auto", torch.device("cpu")) is scan_cpu.selective_scan_cpu
-    assert scan.resolve_backend("cpu", torch.device("cpu")) is scan_cpu.selective_scan_cpu
-    inputs = make_inputs(length=6)
-    with torch.no_grad():
-        torch.testing.assert_close(
-            scan.selective_scan(**inputs, backend="auto"), scan_cpu.selective_scan_cpu(**inputs), rtol=0, atol=0
-        )
-
-
-def test_a_kernel_that_fails_to_build_falls_back_to_the_reference(monkeypatch, caplog):
-    def broken(*args):
-        raise RuntimeError("LLVM exploded")
-
-    monkeypatch.setattr(scan_cpu, "_forward_worker", broken)
-    scan_cpu.is_available.cache_clear()
-    try:
-        with caplog.at_level("WARNING", logger=scan_cpu.__name__):
-            assert not scan_cpu.is_available()
-            assert scan.resolve_backend("auto", torch.device("cpu")) is selective_scan_reference
-        assert "LLVM exploded" in caplog.text
-    finally:
-        monkeypatch.undo()
-        scan_cpu.is_available.cache_clear()
-    assert scan_cpu.is_available()

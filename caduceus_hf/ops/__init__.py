@@ -1,7 +1,9 @@
-"""Numerical kernels behind the model: the selective scan (with backends), the short convolution, the norms."""
+"""Numerical kernels behind the model, tensors in and tensors out: the selective scan and the short convolution
+(a PyTorch reference each, fast CPU kernels, mamba-ssm / causal-conv1d CUDA kernels) and the norms. Which one runs is
+decided in `caduceus_hf.backends`."""
 
 from .conv import short_conv_silu
 from .norm import RMSNorm, norm
-from .scan import selective_scan
+from .scan_reference import selective_scan_reference
 
-__all__ = ["RMSNorm", "norm", "selective_scan", "short_conv_silu"]
+__all__ = ["RMSNorm", "norm", "selective_scan_reference", "short_conv_silu"]

@@ -138,10 +138,10 @@ if _HAVE_NUMBA:
 
 
 def supports(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether the kernels take this call: CPU tensors of a float dtype up to 32 bits, and a small enough kernel."""
+    """Whether the kernels take this call (numba's availability aside): CPU tensors of a float dtype up to 32 bits,
+    and a small enough kernel. Looks at shapes and dtypes only."""
     return (
-        scan_cpu.is_available()
-        and x.device.type == "cpu"
+        x.device.type == "cpu"
         and weight.device.type == "cpu"
         and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
         and x.dim() == 3
@@ -167,7 +167,8 @@ def _params(weight: torch.Tensor, bias: torch.Tensor | None, channels: int):
     return wt.numpy().ravel(), b.numpy()
 
 
-def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, reverse: bool) -> torch.Tensor:
+def _conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, reverse: bool) -> torch.Tensor:
+    """The contiguous (batch, length, channels) output in x's dtype."""
     batch, length, channels = x.shape
     kernel = weight.shape[-1]
     out = torch.empty(batch, length, channels, dtype=torch.float32)
@@ -180,35 +181,66 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, r
     return out.to(x.dtype)
 
 
-class _ShortConvSiluCPU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, reverse):
-        ctx.reverse = reverse
-        # The kernel reads x through a view of its storage: autograd checks that nothing changed it in place.
-        ctx.save_for_backward(x, weight, bias)
-        return _forward(x, weight, bias, reverse)
+def _conv_forward_fake(x, weight, bias, reverse):
+    return x.new_empty(x.shape)
 
-    @staticmethod
-    def backward(ctx, gy):
-        x, weight, bias = ctx.saved_tensors
-        batch, length, channels = x.shape
-        kernel = weight.shape[-1]
-        tile = _tile(length)
-        items = batch * -(-length // tile)
-        gx = torch.empty(batch, length, channels, dtype=torch.float32)
-        gw = torch.empty(items, kernel, channels, dtype=torch.float32)
-        gb = torch.empty(items, channels, dtype=torch.float32)
+
+def _conv_backward(
+    gy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, reverse: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of x, weight and bias (empty when bias is None), each in its input's dtype."""
+    batch, length, channels = x.shape
+    kernel = weight.shape[-1]
+    tile = _tile(length)
+    items = batch * -(-length // tile)
+    gx = torch.empty(batch, length, channels, dtype=torch.float32)
+    gw = torch.empty(items, kernel, channels, dtype=torch.float32)
+    gb = torch.empty(items, channels, dtype=torch.float32)
+    if gx.numel():
         if gy.dtype != torch.float32 or (channels > 1 and gy.stride(-1) != 1):
             gy = gy.to(torch.float32).contiguous()
         args = (
             *_x_view(x), *scan_cpu._flat(gy), *_params(weight, bias, channels), gx.numpy().ravel(),
-            gw.numpy().ravel(), gb.numpy().ravel(), batch, length, channels, kernel, ctx.reverse, tile,
+            gw.numpy().ravel(), gb.numpy().ravel(), batch, length, channels, kernel, reverse, tile,
         )  # fmt: skip
         scan_cpu._run(_backward_worker, args, items, gx.numel() * kernel * 3)
-        need = ctx.needs_input_grad
-        grad_w = gw.sum(0).t().reshape(weight.shape).to(weight.dtype) if need[1] else None
-        grad_b = gb.sum(0).to(bias.dtype) if bias is not None and need[2] else None
-        return gx.to(x.dtype) if need[0] else None, grad_w, grad_b, None
+    else:
+        gw.zero_(), gb.zero_()
+    grad_w = gw.sum(0).t().reshape(weight.shape).to(weight.dtype).contiguous()
+    grad_b = torch.empty(0) if bias is None else gb.sum(0).to(bias.dtype)
+    return gx.to(x.dtype), grad_w, grad_b
+
+
+def _conv_backward_fake(gy, x, weight, bias, reverse):
+    grad_b = x.new_empty(0, dtype=torch.float32) if bias is None else torch.empty_like(bias)
+    return x.new_empty(x.shape), torch.empty_like(weight, memory_format=torch.contiguous_format), grad_b
+
+
+def _conv_setup_context(ctx, inputs, output) -> None:
+    x, weight, bias, reverse = inputs
+    ctx.reverse = reverse
+    # The kernel reads x through a view of its storage: autograd checks that nothing changed it in place.
+    ctx.save_for_backward(x, weight, bias)
+
+
+def _conv_autograd(ctx, gy):
+    x, weight, bias = ctx.saved_tensors
+    gx, gw, gb = torch.ops.caduceus_hf.short_conv_silu_cpu_backward(gy, x, weight, bias, ctx.reverse)
+    need = ctx.needs_input_grad
+    return gx if need[0] else None, gw if need[1] else None, gb if bias is not None and need[2] else None, None
+
+
+if _HAVE_NUMBA:
+    # Custom ops for torch.compile and torch.export, as in scan_cpu.py.
+    _forward_op = torch.library.custom_op("caduceus_hf::short_conv_silu_cpu", mutates_args=(), device_types="cpu")(
+        _conv_forward
+    )
+    _forward_op.register_fake(_conv_forward_fake)
+    _backward_op = torch.library.custom_op(
+        "caduceus_hf::short_conv_silu_cpu_backward", mutates_args=(), device_types="cpu"
+    )(_conv_backward)
+    _backward_op.register_fake(_conv_backward_fake)
+    _forward_op.register_autograd(_conv_autograd, setup_context=_conv_setup_context)
 
 
 def short_conv_silu_cpu(
@@ -217,6 +249,4 @@ def short_conv_silu_cpu(
     """silu(depthwise conv1d(x)): x (batch, length, channels) with unit channel stride read in place (any batch and
     time strides), weight (channels, 1, k), bias (channels,) or None -> contiguous (batch, length, channels) in x's
     dtype. Causal, or anti-causal with reverse=True; see `caduceus_hf.ops.conv.short_conv_silu`."""
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
-        return _ShortConvSiluCPU.apply(x, weight, bias, reverse)
-    return _forward(x, weight, bias, reverse)
+    return torch.ops.caduceus_hf.short_conv_silu_cpu(x, weight, bias, reverse)

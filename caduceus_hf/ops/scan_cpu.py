@@ -1,6 +1,6 @@
 """The selective scan on CPU: numba kernels for the forward and backward pass behind a torch.autograd.Function.
 
-Same contract as `caduceus_hf.ops.selective_scan`: float32 state and arithmetic, output in u's dtype. The "auto"
+Same contract as `caduceus_hf.ops.scan_reference.selective_scan_reference`: float32 state and arithmetic, output in u's dtype. The "auto"
 backend uses it for CPU tensors whenever numba imports (numba ships wheels: a plain pip install needs no compiler).
 
 Layout. The unit of work is one batch row and a block of 16 consecutive channels, one AVX-512 register of float32. It
@@ -539,61 +539,120 @@ def _forward(p: _Prepared, initial_state, reverse: bool, save_ckpt: bool):
     return p.rows_out(y), h_last, ckpt
 
 
-class _SelectiveScanCPU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, mask, initial_state, reverse, return_final_state):
-        p = _Prepared(u, delta, A, B, C, D, z, delta_bias, mask)
-        y, h_last, ckpt = _forward(p, initial_state, reverse, save_ckpt=True)
-        ctx.prepared, ctx.ckpt, ctx.reverse = p, ckpt, reverse
-        ctx.state_dtype = initial_state.dtype if initial_state is not None else None
-        # The kernels read the inputs through views of their storage: keep them, and let autograd check that no
-        # in-place operation changed them before the backward.
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, mask)
-        y = y.to(u.dtype)
-        return (y, p.state_out(h_last)) if return_final_state else y
+def _scan_forward(
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, D: torch.Tensor | None,
+    z: torch.Tensor | None, delta_bias: torch.Tensor | None, mask: torch.Tensor | None,
+    initial_state: torch.Tensor | None, reverse: bool, save_ckpt: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """y (batch, length, d) in u's dtype, the final state (batch, d, N) and, if save_ckpt, the backward's checkpoints
+    (batch, chunks, N, dpad) (else an empty tensor)."""
+    p = _Prepared(u, delta, A, B, C, D, z, delta_bias, mask)
+    y, h_last, ckpt = _forward(p, initial_state, reverse, save_ckpt)
+    return y.to(u.dtype), p.state_out(h_last), ckpt
 
-    @staticmethod
-    def backward(ctx, gy, *g_final):
-        u, delta, A, B, C, D, z, delta_bias, _ = ctx.saved_tensors
-        p = ctx.prepared
-        gu, gdelta = p.empty_rows(), p.empty_rows()
-        gz = p.empty_rows() if p.has_z else torch.empty(0)
-        g_last = p.state_in(g_final[0] if g_final else None)
-        g_h0 = torch.empty(p.batch, p.N, p.dpad, dtype=torch.float32)
-        # Partial sums: over each group's channels for B and C, per batch row for A, D and delta_bias.
-        group = -(-p.blocks // _GROUPS)
-        groups = -(-p.blocks // group)
-        gB = torch.zeros(p.batch, groups, p.length, p.N, dtype=torch.float32)
-        gC = torch.zeros_like(gB)
-        gA = torch.empty(p.batch, p.N, p.dpad, dtype=torch.float32)
-        gD = torch.empty(p.batch, p.dpad, dtype=torch.float32)
-        gbias = torch.empty_like(gD)
-        args = (
-            groups, group, *p.inputs(), ctx.ckpt.numpy().ravel(), p.chunk, *_channels(gy, p.dpad),
-            g_last.numpy().ravel(), gu.numpy().ravel(), gdelta.numpy().ravel(), gz.numpy().ravel(), gB.numpy().ravel(),
-            gC.numpy().ravel(), gA.numpy().ravel(), gD.numpy().ravel(), gbias.numpy().ravel(), g_h0.numpy().ravel(),
-            p.batch, p.length, p.dpad, p.N, ctx.reverse,
-        )  # fmt: skip
-        _run(_backward_worker, args, p.batch * groups, p.work)
-        need = ctx.needs_input_grad
 
-        def grad(i, g, like):
-            return g.to(like.dtype) if need[i] else None
+def _scan_forward_fake(u, delta, A, B, C, D, z, delta_bias, mask, initial_state, reverse, save_ckpt):
+    batch, length, d = u.shape
+    N = A.shape[1]
+    dpad = -(-d // _CB) * _CB
+    chunk = max(1, min(_CHUNK, _CHUNK_STATES // N - 1))
+    ckpt_shape = (batch, -(-length // chunk), N, dpad) if save_ckpt else (0,)
+    return (
+        u.new_empty(batch, length, d),
+        u.new_empty(batch, d, N, dtype=torch.float32),
+        u.new_empty(ckpt_shape, dtype=torch.float32),
+    )
 
-        return (
-            grad(0, p.rows_out(gu), u),
-            grad(1, p.rows_out(gdelta), delta),
-            grad(2, gA.sum(0)[:, : p.d].t(), A),
-            grad(3, gB.sum(1), B),
-            grad(4, gC.sum(1), C),
-            grad(5, gD.sum(0)[: p.d], D) if D is not None else None,
-            grad(6, p.rows_out(gz), z) if z is not None else None,
-            grad(7, gbias.sum(0)[: p.d], delta_bias) if delta_bias is not None else None,
-            None,
-            p.state_out(g_h0).to(ctx.state_dtype) if need[9] else None,
-            None,
-            None,
-        )
+
+def _scan_backward(
+    gy: torch.Tensor, g_final: torch.Tensor | None, u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
+    B: torch.Tensor, C: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None, delta_bias: torch.Tensor | None,
+    mask: torch.Tensor | None, ckpt: torch.Tensor, reverse: bool,
+) -> tuple[
+    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+    torch.Tensor,
+]:
+    """Gradients of u, delta, A, B, C, D, z, delta_bias (each in its input's dtype; empty where the input is None)
+    and of the initial state (float32)."""
+    p = _Prepared(u, delta, A, B, C, D, z, delta_bias, mask)
+    gu, gdelta = p.empty_rows(), p.empty_rows()
+    gz = p.empty_rows() if p.has_z else torch.empty(0)
+    g_last = p.state_in(g_final)
+    g_h0 = torch.empty(p.batch, p.N, p.dpad, dtype=torch.float32)
+    # Partial sums: over each group's channels for B and C, per batch row for A, D and delta_bias.
+    group = -(-p.blocks // _GROUPS)
+    groups = -(-p.blocks // group)
+    gB = torch.zeros(p.batch, groups, p.length, p.N, dtype=torch.float32)
+    gC = torch.zeros_like(gB)
+    gA = torch.empty(p.batch, p.N, p.dpad, dtype=torch.float32)
+    gD = torch.empty(p.batch, p.dpad, dtype=torch.float32)
+    gbias = torch.empty_like(gD)
+    args = (
+        groups, group, *p.inputs(), ckpt.numpy().ravel(), p.chunk, *_channels(gy, p.dpad),
+        g_last.numpy().ravel(), gu.numpy().ravel(), gdelta.numpy().ravel(), gz.numpy().ravel(), gB.numpy().ravel(),
+        gC.numpy().ravel(), gA.numpy().ravel(), gD.numpy().ravel(), gbias.numpy().ravel(), g_h0.numpy().ravel(),
+        p.batch, p.length, p.dpad, p.N, reverse,
+    )  # fmt: skip
+    _run(_backward_worker, args, p.batch * groups, p.work)
+
+    def like(g: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
+        return torch.empty(0) if t is None else g.to(t.dtype).contiguous()
+
+    return (
+        like(p.rows_out(gu), u),
+        like(p.rows_out(gdelta), delta),
+        like(gA.sum(0)[:, : p.d].t(), A),
+        like(gB.sum(1), B),
+        like(gC.sum(1), C),
+        like(gD.sum(0)[: p.d], D),
+        like(p.rows_out(gz), z),
+        like(gbias.sum(0)[: p.d], delta_bias),
+        p.state_out(g_h0),
+    )
+
+
+def _scan_backward_fake(gy, g_final, u, delta, A, B, C, D, z, delta_bias, mask, ckpt, reverse):
+    def like(t):
+        return gy.new_empty(0, dtype=torch.float32) if t is None else torch.empty_like(t, memory_format=torch.contiguous_format)
+
+    batch, _, d = u.shape
+    g_h0 = u.new_empty(batch, d, A.shape[1], dtype=torch.float32)
+    return like(u), like(delta), like(A), like(B), like(C), like(D), like(z), like(delta_bias), g_h0
+
+
+def _scan_setup_context(ctx, inputs, output) -> None:
+    u, delta, A, B, C, D, z, delta_bias, mask, initial_state, reverse, _ = inputs
+    ctx.reverse = reverse
+    ctx.state_dtype = None if initial_state is None else initial_state.dtype
+    # The kernels read the inputs through views of their storage: keep them, and let autograd check that no in-place
+    # operation changed them before the backward.
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, mask, output[2])
+
+
+def _scan_autograd(ctx, gy, g_final, _g_ckpt):
+    u, delta, A, B, C, D, z, delta_bias, mask, ckpt = ctx.saved_tensors
+    grads = torch.ops.caduceus_hf.selective_scan_cpu_backward(
+        gy, g_final, u, delta, A, B, C, D, z, delta_bias, mask, ckpt, ctx.reverse
+    )
+    # The op's inputs: u, delta, A, B, C, D, z, delta_bias, mask, initial_state, reverse, save_ckpt.
+    need = ctx.needs_input_grad
+    gu, gdelta, gA, gB, gC, gD, gz, gbias = (g if need[i] else None for i, g in enumerate(grads[:8]))
+    g_h0 = grads[8].to(ctx.state_dtype) if need[9] else None
+    return gu, gdelta, gA, gB, gC, gD, gz, gbias, None, g_h0, None, None
+
+
+if _HAVE_NUMBA:
+    # Custom ops, so that torch.compile and torch.export see each kernel as one opaque op (shapes from the fake
+    # implementations) rather than tracing into numba, and autograd reaches the backward kernel through the registry.
+    _forward_op = torch.library.custom_op("caduceus_hf::selective_scan_cpu", mutates_args=(), device_types="cpu")(
+        _scan_forward
+    )
+    _forward_op.register_fake(_scan_forward_fake)
+    _backward_op = torch.library.custom_op(
+        "caduceus_hf::selective_scan_cpu_backward", mutates_args=(), device_types="cpu"
+    )(_scan_backward)
+    _backward_op.register_fake(_scan_backward_fake)
+    _forward_op.register_autograd(_scan_autograd, setup_context=_scan_setup_context)
 
 
 def selective_scan_cpu(
@@ -610,7 +669,7 @@ def selective_scan_cpu(
     initial_state: torch.Tensor | None = None,
     return_final_state: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """See `caduceus_hf.ops.selective_scan` for the contract; CPU tensors, float32 or bfloat16.
+    """See `caduceus_hf.ops.scan_reference.selective_scan_reference` for the contract; CPU tensors, float32 or bfloat16.
 
     The state lives on the worker threads' stacks; a d_state above 256 (no Mamba-1 model has one) runs the reference.
     """
@@ -643,11 +702,9 @@ def selective_scan_cpu(
             u, delta, A, B, C, D, z, delta_bias, mask, reverse, initial_state, return_final_state
         )
     tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        return _SelectiveScanCPU.apply(
-            u, delta, A, B, C, D, z, delta_bias, mask, initial_state, reverse, return_final_state
-        )
-    p = _Prepared(u, delta, A, B, C, D, z, delta_bias, mask)
-    y, h_last, _ = _forward(p, initial_state, reverse, save_ckpt=False)
-    y = y.to(u.dtype)
-    return (y, p.state_out(h_last)) if return_final_state else y
+    # Checkpoints for the backward only where autograd records the call.
+    save_ckpt = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    y, h_last, _ = torch.ops.caduceus_hf.selective_scan_cpu(
+        u, delta, A, B, C, D, z, delta_bias, mask, initial_state, reverse, save_ckpt
+    )
+    return (y, h_last) if return_final_state else y

@@ -1,4 +1,4 @@
-"""The Mamba-1 selective scan in plain PyTorch: the reference every faster backend is tested against.
+"""The Mamba-1 selective scan in plain PyTorch: the reference every faster implementation is tested against.
 
 Readable, differentiable by autograd, any device and dtype. It materialises the discretised (L x d x n) factors one
 time chunk at a time, so its memory grows with the chunk, not the sequence, when no gradient is recorded.
@@ -27,7 +27,19 @@ def selective_scan_reference(
     initial_state: torch.Tensor | None = None,
     return_final_state: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """See `caduceus_hf.ops.selective_scan` for the contract; all arithmetic in float32."""
+    """Mamba-1 selective scan with softplus discretisation, channels-last; all arithmetic in float32.
+
+    Shapes: u, delta, z (batch, length, d_inner); B, C (batch, length, d_state); A (d_inner, d_state);
+    D, delta_bias (d_inner,); mask (batch, length), 1 for real tokens; initial_state (batch, d_inner, d_state).
+
+        dt_t = softplus(delta_t + delta_bias) * mask_t
+        h_t  = exp(dt_t * A) * h_{t-1} + (dt_t * u_t) B_t       (t ascending, or descending when reverse)
+        y_t  = (h_t . C_t + D * u_t) * silu(z_t)
+
+    A masked step leaves the state untouched, so padding on either side does not change the real tokens' outputs.
+    The state is float32 whatever the input dtype; y has u's dtype. Returns y, or (y, final state) when
+    return_final_state. Every other scan implementation has this signature and contract.
+    """
     batch, length, d_inner = u.shape
     out_dtype = u.dtype
     u_f, B_f, C_f = u.float(), B.float(), C.float()
