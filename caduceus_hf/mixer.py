@@ -35,7 +35,11 @@ _buffers: contextvars.ContextVar[dict | None] = contextvars.ContextVar("caduceus
 @contextlib.contextmanager
 def reused_buffers() -> Iterator[None]:
     """Within it, forward_chunked takes its (batch, length, d_inner) buffer from the layer before rather than
-    allocating it: at 131k steps, faulting in fresh pages for it costs about 4 % of a layer. Released on exit."""
+    allocating it: at 131k steps, faulting in fresh pages for it costs about 4 % of a layer. Released on exit.
+    Nothing to do in traced graphs, which never take the chunked path (`backends.chunked`)."""
+    if torch.compiler.is_compiling():
+        yield
+        return
     token = _buffers.set({})
     try:
         yield

@@ -145,3 +145,10 @@ def test_the_pytorch_path_runs_otherwise(monkeypatch, case):
     monkeypatch.setattr(conv_cpu, "short_conv_silu_cpu", _explode)
     y = backends.short_conv_silu(x, weight, bias, backend=backend)
     assert y.dtype == x.dtype
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_custom_op_registration_passes_opcheck(bias):
+    """The schema, fake (meta) implementation and autograd registration that torch.compile and torch.export use."""
+    _, x, weight, b = make_inputs(length=9, bias=bias)
+    torch.library.opcheck(torch.ops.caduceus_hf.short_conv_silu_cpu.default, (x, weight, b, True))
