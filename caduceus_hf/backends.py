@@ -207,11 +207,15 @@ class CudaKernels(MixerBackend):
             return None
         if reverse:
             hidden_states = hidden_states.flip(1)
+        # out_proj's bias is added here: mamba_inner_fn's backward returns a 0-d gradient for it (mamba-ssm 2.3.2
+        # sums a 2-d tensor over dims (0, 1)), which autograd rejects.
         out = kernels.mamba_inner_cuda(
             _in_proj_kernel_layout(mamba.in_proj, hidden_states), mamba.conv1d.weight, mamba.conv1d.bias,
-            mamba.x_proj.weight, mamba.dt_proj.weight, mamba.out_proj.weight, mamba.out_proj.bias,
+            mamba.x_proj.weight, mamba.dt_proj.weight, mamba.out_proj.weight, None,
             -torch.exp(mamba.A_log.float()), mamba.D.float(), mamba.dt_proj.bias.float(),
         )  # fmt: skip
+        if mamba.out_proj.bias is not None:
+            out = out + mamba.out_proj.bias
         return out.flip(1) if reverse else out
 
     def bimamba(self, bimamba, hidden_states, mask, swap_directions):
