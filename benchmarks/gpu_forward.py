@@ -1,8 +1,8 @@
 """Forward throughput and peak GPU memory of Caduceus on the Caduceus-131k shape, three ways on one GPU:
 
   kernels   the model as it runs: mamba-ssm's selective scan (and causal-conv1d where installed); tied BiMamba blocks
-            project once for both directions and run both scans in one launch (kernels.run_bimamba).
-  pytorch   the same model with the kernels disabled: the reference scan, a Python loop over time (launch-bound,
+            project once for both directions and run both scans in one launch (backends.CudaKernels.bimamba).
+  pytorch   the same model on scan_backend "reference": the reference scan, a Python loop over time (launch-bound,
             so only short sequences are measured; --pytorch-max-tokens).
   original  the original's arrangement of the same modules on the same kernels: each direction with its own
             in_proj / out_proj calls and the reverse one on materialised flips,
@@ -38,8 +38,7 @@ _model_forward = BiMamba.forward
 
 def caduceus_131k(rcps: bool) -> CaduceusConfig:
     """kuleshov-group/caduceus-{ph,ps}_seqlen-131k_d_model-256_n_layer-16, random weights."""
-    return CaduceusConfig(d_model=256, n_layer=16, ssm_cfg={"d_state": 16, "expand": 2}, rcps=rcps,
-                          scan_backend="auto")
+    return CaduceusConfig(d_model=256, n_layer=16, ssm_cfg={"d_state": 16, "expand": 2}, rcps=rcps)
 
 
 def _original_forward(
@@ -68,11 +67,21 @@ def original_arrangement() -> Iterator[None]:
         BiMamba.forward = _model_forward
 
 
-def path_context(path: str) -> contextlib.AbstractContextManager:
+@contextlib.contextmanager
+def reference_backend(model: Caduceus) -> Iterator[None]:
+    """Within this context the model runs on the PyTorch reference ops (scan_backend "reference")."""
+    model.set_scan_backend("reference")
+    try:
+        yield
+    finally:
+        model.set_scan_backend("auto")
+
+
+def path_context(model: Caduceus, path: str) -> contextlib.AbstractContextManager:
     if path == "original":
         return original_arrangement()
     if path == "pytorch":
-        return kernels.disabled()
+        return reference_backend(model)
     return contextlib.nullcontext()
 
 
@@ -91,7 +100,7 @@ class Result:
 
 def measure(model: Caduceus, ids: torch.Tensor, path: str, runs: int) -> tuple[float, float]:
     """Median seconds per forward and peak MiB, after one warm-up forward."""
-    with path_context(path), torch.inference_mode():
+    with path_context(model, path), torch.inference_mode():
         model(ids)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -112,7 +121,7 @@ def check_arrangements_agree(model: Caduceus) -> dict[str, float]:
     with torch.inference_mode():
         ours = model(ids).last_hidden_state.float()
         for path in ("original",):
-            with path_context(path):
+            with path_context(model, path):
                 theirs = model(ids).last_hidden_state.float()
             diffs[path] = ((theirs - ours).norm() / ours.norm()).item()
     return diffs

@@ -227,8 +227,8 @@ class BiMamba(nn.Module):
         self, rows: Rows, length: int, write: Write, mask: torch.Tensor | None = None, swap_directions: bool = False
     ) -> None:
         """The forward of rows(0, length) without autograd, backends.STREAM_CHUNK time steps at a time:
-        write(start, stop, out) receives each chunk's output. Same values as `forward`; no tensor spans the sequence but one of
-        (batch, length, d_inner) for a bidirectional mixer.
+        write(start, stop, out) receives each chunk's output. Same values as `forward`; no tensor spans the sequence
+        but one of (batch, length, d_inner) for a bidirectional mixer.
 
         A chunk's short convolution reads the d_conv - 1 neighbouring steps too, and each scan carries its state from
         the chunk before it in its own direction. One direction ascends, the other descends, and a chunk's output

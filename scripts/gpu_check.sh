@@ -66,8 +66,11 @@ for name in ("mamba_ssm", "causal_conv1d"):
         print(f"{name} {importlib.import_module(name).__version__}")
     except Exception as err:
         print(f"{name}: not importable ({type(err).__name__}: {err})")
+from caduceus_hf import backends
 from caduceus_hf.ops import kernels
 print(f"caduceus_hf kernels: {kernels.load()}")
+if torch.cuda.is_available():
+    print(f"caduceus_hf backend 'auto' on cuda: {backends.resolve('auto', torch.device('cuda')).name}")
 EOF
 } 2>&1 | tee "$OUT/env.txt"
 

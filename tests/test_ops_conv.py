@@ -81,7 +81,8 @@ def test_strided_and_contiguous_inputs_give_the_same_bits():
     with torch.no_grad():
         want = backends.short_conv_silu(x.detach().contiguous(), weight, bias, backend="cpu")
         for layout in (x.detach(), transposed):
-            torch.testing.assert_close(backends.short_conv_silu(layout, weight, bias, backend="cpu"), want, rtol=0, atol=0)
+            got = backends.short_conv_silu(layout, weight, bias, backend="cpu")
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 def test_thread_count_does_not_change_the_result():
@@ -105,7 +106,8 @@ def test_inference_and_training_paths_agree():
     wide, x, weight, bias = make_inputs()
     with torch.no_grad():
         y_inference = backends.short_conv_silu(x, weight, bias, backend="cpu")
-    torch.testing.assert_close(backends.short_conv_silu(x, weight, bias, backend="cpu").detach(), y_inference, rtol=0, atol=0)
+    y_training = backends.short_conv_silu(x, weight, bias, backend="cpu")
+    torch.testing.assert_close(y_training.detach(), y_inference, rtol=0, atol=0)
 
 
 def test_gradients_through_a_modified_input_are_refused():

@@ -206,6 +206,9 @@ def real_layers(tmp_path_factory):
         interface = importlib.import_module("mamba_ssm.ops.selective_scan_interface")
         assert interface.causal_conv1d_fwd_function is not None
         modules = {name: m for name, m in sys.modules.items() if name.split(".")[0] in KERNEL_PACKAGES}
+    except RuntimeError as error:
+        # An installed causal-conv1d imported earlier in this process has registered the same torch ops.
+        pytest.skip(f"the sdists' Python layers cannot be imported next to the installed ones: {error}")
     finally:
         sys.path.remove(str(conv_dir))
         for name in [n for n in sys.modules if n.split(".")[0] in KERNEL_PACKAGES]:
@@ -457,7 +460,7 @@ def test_cpu_tensors_never_reach_the_kernels(monkeypatch, options):
 def test_forcing_cuda_with_cpu_tensors_is_a_clear_error(monkeypatch):
     install_fake_packages(monkeypatch, _explode, _explode, _explode)
     model = on_backend(CaduceusForMaskedLM(tiny_config(bidirectional_weight_tie=False)), "cuda")
-    with pytest.raises(RuntimeError, match="scan_backend 'cuda' cannot run here: it needs CUDA tensors, got tensors on"):
+    with pytest.raises(RuntimeError, match="scan_backend 'cuda' cannot run here: it needs CUDA tensors, got tensors"):
         model(random_ids(1, 6))
     assert kernels.load.cache_info().misses == 0
 

@@ -1,7 +1,10 @@
-"""The selective scan on CPU: numba kernels for the forward and backward pass behind a torch.autograd.Function.
+"""The selective scan on CPU: numba kernels for the forward and backward pass, registered as torch custom ops.
 
-Same contract as `caduceus_hf.ops.scan_reference.selective_scan_reference`: float32 state and arithmetic, output in u's dtype. The "auto"
-backend uses it for CPU tensors whenever numba imports (numba ships wheels: a plain pip install needs no compiler).
+Same contract as `caduceus_hf.ops.scan_reference.selective_scan_reference`: float32 state and arithmetic, output in
+u's dtype. The "auto" backend (`caduceus_hf.backends`) uses it for CPU tensors whenever numba imports (numba ships
+wheels: a plain pip install needs no compiler). As custom ops with fake implementations and an autograd formula
+(`caduceus_hf::selective_scan_cpu` and its backward), the kernels are single opaque ops to torch.compile and
+torch.export.
 
 Layout. The unit of work is one batch row and a block of 16 consecutive channels, one AVX-512 register of float32. It
 walks the whole sequence with its (d_state x 16) state in a stack array, so the (length x d_inner x d_state) state
@@ -613,7 +616,9 @@ def _scan_backward(
 
 def _scan_backward_fake(gy, g_final, u, delta, A, B, C, D, z, delta_bias, mask, ckpt, reverse):
     def like(t):
-        return gy.new_empty(0, dtype=torch.float32) if t is None else torch.empty_like(t, memory_format=torch.contiguous_format)
+        if t is None:
+            return gy.new_empty(0, dtype=torch.float32)
+        return torch.empty_like(t, memory_format=torch.contiguous_format)
 
     batch, _, d = u.shape
     g_h0 = u.new_empty(batch, d, A.shape[1], dtype=torch.float32)
