@@ -23,7 +23,18 @@ Rules, the same for every op:
 
 Adding a backend is one class in this file: subclass `MixerBackend`, implement `unavailable` (and `auto` if "auto"
 should pick it) and the ops it accelerates (`scan`, `conv`; the others default to the reference), and decorate it with
-`@register`. Registration order is "auto"'s order of preference.
+`@register`. Registration order is "auto"'s order of preference. For example, a device-agnostic scan that "auto" takes
+wherever neither kernel backend runs:
+
+    @register
+    class ChunkedScan(MixerBackend):
+        name = "pscan"
+
+        def auto(self, device):
+            return device.type != "cpu"  # registered after "cuda": CUDA without mamba-ssm, MPS, XPU, ...
+
+        def scan(self, *args, **kwargs):
+            return selective_scan_chunked(*args, **kwargs)
 """
 
 from __future__ import annotations
