@@ -175,3 +175,28 @@ def test_compile_fullgraph_with_the_numba_custom_ops(monkeypatch):
 )
 def test_compile_fullgraph_with_inductor(backend, options, monkeypatch):
     _compiled_matches_eager(backend, options, "inductor", monkeypatch)
+
+
+@pytest.mark.slow
+@needs_numba
+def test_export_with_dynamic_batch_and_length_on_the_numba_custom_ops(monkeypatch):
+    """torch.export of the backbone (no autograd, chunk size below the input's length: the exported graph must not
+    take the chunked path) with dynamic batch and length, against eager at the traced and at another shape."""
+    model = perturb(on_backend(CaduceusForMaskedLM(tiny_config(rcps=True, n_layer=1)), "cpu"), seed=6).eval()
+    backbone = model.caduceus.backbone
+
+    class Backbone(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = backbone
+
+        def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return self.backbone(ids, mask=mask)[0]
+
+    monkeypatch.setattr(backends, "STREAM_CHUNK", 4)
+    batch, length = torch.export.Dim("batch", min=2), torch.export.Dim("length", min=5)
+    ids, mask = random_ids(2, 9, seed=7), torch.tensor([[1] * 9, [0] * 3 + [1] * 6])
+    with torch.no_grad():
+        program = torch.export.export(Backbone(), (ids, mask), dynamic_shapes=({0: batch, 1: length},) * 2)
+        for ids, mask in ((ids, mask), (random_ids(3, 13, seed=8), torch.ones(3, 13, dtype=torch.long))):
+            torch.testing.assert_close(program.module()(ids, mask), Backbone()(ids, mask), rtol=1e-5, atol=1e-5)
