@@ -4,6 +4,7 @@ process on the cpu_forward.py shape.
 
     python benchmarks/custom_op_overhead.py                  # Ph, 8k tokens, forward and forward + backward
     python benchmarks/custom_op_overhead.py --repeats 5 --modes fwd
+    python benchmarks/custom_op_overhead.py --modes per-call  # dispatcher cost of one inference call, tiny shapes
 
 The two paths alternate, one step each, so that a busy machine slows both alike; medians of --repeats steps each,
 after one warm-up step each. "direct" replaces scan_cpu.selective_scan_cpu and conv_cpu.short_conv_silu_cpu (what the
@@ -66,6 +67,33 @@ def _direct_conv(x, weight, bias, reverse=False):
     return conv_cpu._conv_forward(x, weight, bias, reverse)
 
 
+def per_call() -> None:
+    """Microseconds per inference call on tiny inputs, through the custom op and directly: the dispatcher's cost,
+    which does not grow with the input (a 16-layer BiMamba forward makes 64 such calls)."""
+    u, A, B = torch.randn(1, 4, 16), -torch.rand(16, 2), torch.randn(1, 4, 2)
+    weight, bias = torch.randn(16, 1, 4), torch.randn(16)
+    scan_args = (u, u, A, B, B, None, u, None, None, None, False, False)
+    calls = {
+        "scan": (lambda: torch.ops.caduceus_hf.selective_scan_cpu(*scan_args),
+                 lambda: scan_cpu._scan_forward(*scan_args)),
+        "conv": (lambda: torch.ops.caduceus_hf.short_conv_silu_cpu(u, weight, bias, False),
+                 lambda: conv_cpu._conv_forward(u, weight, bias, False)),
+    }
+    with torch.inference_mode():
+        for name, (op, direct) in calls.items():
+            us = []
+            for fn in (op, direct):
+                fn()
+                runs = []
+                for _ in range(5):
+                    start = time.perf_counter()
+                    for _ in range(2000):
+                        fn()
+                    runs.append((time.perf_counter() - start) / 2000 * 1e6)
+                us.append(statistics.median(runs))
+            print(f"per-call {name}: custom op {us[0]:.1f} us, direct {us[1]:.1f} us, overhead {us[0] - us[1]:.1f} us")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--length", type=int, default=8192)
@@ -96,6 +124,9 @@ def main() -> None:
             scan_cpu.selective_scan_cpu, conv_cpu.short_conv_silu_cpu = custom
 
     for mode in args.modes.split(","):
+        if mode == "per-call":
+            per_call()
+            continue
         times: dict[str, list[float]] = {path: [] for path in paths}
         for path in paths:
             step(mode, path)
