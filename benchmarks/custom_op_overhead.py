@@ -134,7 +134,8 @@ def main() -> None:
             for path in paths:
                 times[path].append(step(mode, path))
         medians = {path: statistics.median(t) for path, t in times.items()}
-        print(f"{mode:7} L={args.length} " + "  ".join(f"{p}: {m:.3f} s" for p, m in medians.items())
+        print(f"{mode:7} L={args.length} " + "  ".join(f"{p}: {m:.3f} s (min {min(times[p]):.3f})"
+                                                     for p, m in medians.items())
               + f"  custom op / direct: {medians['custom op'] / medians['direct']:.3f}", flush=True)
 
 
