@@ -42,6 +42,15 @@ def swap_strands_(hidden_states: torch.Tensor) -> torch.Tensor:
     return hidden_states
 
 
+def resized_complement(table: torch.Tensor, size: int) -> torch.Tensor:
+    """A complement table (vocab,) for the vocabulary resized to `size`: new ids are their own complement, and so is
+    a kept id whose complement is cut off, which keeps the table an involution."""
+    resized = torch.arange(size, device=table.device)
+    kept = table[:size]
+    resized[: kept.numel()] = torch.where(kept < size, kept, resized[: kept.numel()])
+    return resized
+
+
 class RCPSEmbedding(nn.Module):
     """Token embedding of both strands: cat(E[ids], RC(E[rc(ids)])) = cat(E[ids], flip_channels(E[complement(ids)]))."""
 
@@ -54,6 +63,11 @@ class RCPSEmbedding(nn.Module):
     @property
     def weight(self) -> nn.Parameter:
         return self.embedding.weight
+
+    def set_embedding(self, embedding: nn.Embedding) -> None:
+        """Replace the shared embedding (e.g. resized); the complement table follows its vocabulary size."""
+        self.embedding = embedding
+        self.complement_map = resized_complement(self.complement_map, embedding.num_embeddings)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(batch, length) ids -> (batch, length, 2 * d_model)."""
@@ -106,6 +120,11 @@ class RCPSLMHead(nn.Module):
     @property
     def weight(self) -> nn.Parameter:
         return self.lm_head.weight
+
+    def set_linear(self, lm_head: nn.Linear) -> None:
+        """Replace the shared projection (e.g. resized); the complement table follows its vocabulary size."""
+        self.lm_head = lm_head
+        self.complement_map = resized_complement(self.complement_map, lm_head.out_features)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """(batch, length, 2 * d_model) -> (batch, length, vocab_size)."""

@@ -497,13 +497,9 @@ def test_bfloat16_on_cpu():
 # --- bad input ------------------------------------------------------------------------------------------------------
 
 
-def test_bad_inputs_give_clear_errors():
+def test_bad_shapes_give_clear_errors_in_forward():
     model = CaduceusForMaskedLM(tiny_config())
     ids = random_ids(2, 8)
-    with pytest.raises(ValueError, match="outside the vocabulary"):
-        model(torch.tensor([[7, 8, 99]]))
-    with pytest.raises(ValueError, match="outside the vocabulary"):
-        model(torch.tensor([[7, -1]]))
     with pytest.raises(ValueError, match="shape"):
         model(ids[0])
     with pytest.raises(ValueError, match="empty"):
@@ -512,13 +508,10 @@ def test_bad_inputs_give_clear_errors():
         model(ids, attention_mask=torch.ones(2, 7))
     with pytest.raises(ValueError, match="exactly one"):
         model()
-    with pytest.raises(ValueError, match="labels"):
-        model(ids, labels=torch.full_like(ids, 40))
+    with pytest.raises(ValueError, match="labels must have shape"):
+        model(ids, labels=ids[:, :3])
     with pytest.raises(ValueError, match="integer"):
         model(ids.float())
-    classifier = CaduceusForSequenceClassification(tiny_config())
-    with pytest.raises(ValueError, match="no real tokens"):
-        classifier(ids, attention_mask=torch.tensor([[0] * 8, [1] * 8]))
 
 
 def test_auto_classes_are_registered():

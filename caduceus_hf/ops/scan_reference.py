@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch._higher_order_ops.scan import scan
 
 # Time steps whose decay factors are materialised at once; bounds memory in inference.
 _CHUNK = 256
@@ -28,7 +29,7 @@ def selective_scan_reference(
     return_final_state: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """See `caduceus_hf.ops.selective_scan` for the contract; all arithmetic in float32."""
-    batch, length, d_inner = u.shape
+    batch, d_inner = u.shape[0], u.shape[2]
     out_dtype = u.dtype
     u_f, B_f, C_f = u.float(), B.float(), C.float()
     dt = delta.float()
@@ -43,6 +44,22 @@ def selective_scan_reference(
         h = u_f.new_zeros(batch, d_inner, A.shape[1])
     else:
         h = initial_state.float()
+    if torch.compiler.is_compiling():
+        y, h = _scan_traced(dt, u_f, B_f, C_f, A_f, h, reverse)
+    else:
+        y, h = _scan_loop(dt, u_f, B_f, C_f, A_f, h, reverse)
+
+    if D is not None:
+        y = y + u_f * D.float()
+    if z is not None:
+        y = y * F.silu(z.float())
+    y = y.to(out_dtype)
+    return (y, h) if return_final_state else y
+
+
+def _scan_loop(dt, u_f, B_f, C_f, A_f, h, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The recurrence as a Python loop over time: y (batch, length, d_inner) and the final state."""
+    batch, length, d_inner = u_f.shape
     ys = [None] * length
     starts = range(0, length, _CHUNK)
     for start in reversed(starts) if reverse else starts:
@@ -54,10 +71,19 @@ def selective_scan_reference(
             h = decay[:, t] * h + drive[:, t]
             ys[start + t] = torch.einsum("bdn,bn->bd", h, C_f[:, start + t])
     y = torch.stack(ys, dim=1) if length else u_f.new_zeros(batch, 0, d_inner)
+    return y, h
 
-    if D is not None:
-        y = y + u_f * D.float()
-    if z is not None:
-        y = y * F.silu(z.float())
-    y = y.to(out_dtype)
-    return (y, h) if return_final_state else y
+
+def _scan_traced(dt, u_f, B_f, C_f, A_f, h, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same recurrence as one torch scan operator, for torch.export / torch.compile: a Python loop would be
+    unrolled into the graph and fix the sequence length. Materialises the (batch, length, d_inner, d_state) factors."""
+    decay = torch.exp(dt[..., None] * A_f)
+    drive = (dt * u_f)[..., None] * B_f[:, :, None, :]
+
+    def step(state, inputs):
+        decay_t, drive_t, C_t = inputs
+        state = decay_t * state + drive_t
+        return state, (state * C_t[:, None, :]).sum(-1)
+
+    h, y = scan(step, h, (decay, drive, C_f), dim=1, reverse=reverse)
+    return y, h
