@@ -7,8 +7,9 @@ defects fixed: -100 labels, attention masks, every pooling, config-held head opt
 
 from __future__ import annotations
 
+import contextlib
 import math
-from types import SimpleNamespace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -228,7 +229,8 @@ class CaduceusBackbone(nn.Module):
         # and the embedding output unless the caller gave it or it is returned.
         embeddings_own = inputs_embeds is None and not output_hidden_states
         residual = None
-        with reused_buffers():
+        # Only the chunked path reuses buffers (a context variable, which torch.compile cannot trace).
+        with reused_buffers() if chunked(hidden_states) else contextlib.nullcontext():
             for i, layer in enumerate(self.layers):
                 reuse = i > 1 or (i == 1 and embeddings_own)
                 hidden_states, residual = layer(hidden_states, residual, mask, reuse_inputs=reuse)
@@ -736,8 +738,16 @@ def _classification_loss(config: CaduceusConfig, logits: torch.Tensor, labels: t
             else:
                 per_item = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
             return per_item.sum() / torch.as_tensor(num_items_in_batch, device=logits.device).to(per_item.dtype)
-    resolved = SimpleNamespace(num_labels=num_labels, problem_type=problem_type)
+    resolved = _ResolvedProblem(num_labels, problem_type)
     return ForSequenceClassificationLoss(labels, logits, resolved, num_items_in_batch=num_items_in_batch)
+
+
+@dataclass
+class _ResolvedProblem:
+    """What ForSequenceClassificationLoss reads from a config, with problem_type resolved (it would write it)."""
+
+    num_labels: int
+    problem_type: str
 
 
 class CaduceusForTokenClassification(CaduceusPreTrainedModel):

@@ -44,7 +44,9 @@ def selective_scan_reference(
         h = u_f.new_zeros(batch, d_inner, A.shape[1])
     else:
         h = initial_state.float()
-    if torch.compiler.is_compiling():
+    # torch.export traces the recurrence as one scan operator, so that the length can stay dynamic. torch.compile
+    # unrolls the loop instead: inductor cannot yet lower that operator's autograd (aliasing check, torch 2.13).
+    if torch.compiler.is_exporting():
         y, h = _scan_traced(dt, u_f, B_f, C_f, A_f, h, reverse)
     else:
         y, h = _scan_loop(dt, u_f, B_f, C_f, A_f, h, reverse)
@@ -75,15 +77,14 @@ def _scan_loop(dt, u_f, B_f, C_f, A_f, h, reverse: bool) -> tuple[torch.Tensor, 
 
 
 def _scan_traced(dt, u_f, B_f, C_f, A_f, h, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same recurrence as one torch scan operator, for torch.export / torch.compile: a Python loop would be
-    unrolled into the graph and fix the sequence length. Materialises the (batch, length, d_inner, d_state) factors."""
-    decay = torch.exp(dt[..., None] * A_f)
-    drive = (dt * u_f)[..., None] * B_f[:, :, None, :]
+    """The same recurrence as one torch scan operator, for torch.export: a Python loop would be unrolled into the
+    graph and fix the sequence length."""
 
     def step(state, inputs):
-        decay_t, drive_t, C_t = inputs
-        state = decay_t * state + drive_t
+        dt_t, dtu_t, B_t, C_t = inputs
+        state = torch.exp(dt_t[..., None] * A_f) * state + dtu_t[..., None] * B_t[:, None, :]
         return state, (state * C_t[:, None, :]).sum(-1)
 
-    h, y = scan(step, h, (decay, drive, C_f), dim=1, reverse=reverse)
+    # B and C may be views of one x_proj output, and the scan operator must not see aliased inputs.
+    h, y = scan(step, h, (dt, dt * u_f, B_f.clone(), C_f.clone()), dim=1, reverse=reverse)
     return y, h
