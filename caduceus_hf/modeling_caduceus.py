@@ -202,32 +202,27 @@ class CaduceusBackbone(nn.Module):
         sequence, and a real token's output equals that of the sequence with the masked positions removed, whatever
         their positions (padding on either side, or gaps).
         """
-        order = None
-        if mask is not None:
-            order = real_tokens_first(mask)
-            mask = mask.gather(1, order)
-            if inputs_embeds is None:
-                input_ids = input_ids.gather(1, order)
-            else:
-                inputs_embeds = inputs_embeds.gather(1, order.unsqueeze(-1).expand_as(inputs_embeds))
-        last, hidden = self._forward_packed(input_ids, inputs_embeds, mask, output_hidden_states)
-        if order is None:
-            return last, hidden
-        return _unpack(last, order), None if hidden is None else tuple(_unpack(h, order) for h in hidden)
+        embeddings = self.embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        if mask is None:
+            return self._forward_packed(embeddings, None, output_hidden_states, inputs_embeds is None)
+        # 1. Pack: each row's real tokens first, in order.
+        order = real_tokens_first(mask)
+        index = order.unsqueeze(-1).expand_as(embeddings)
+        last, hidden = self._forward_packed(embeddings.gather(1, index), mask.gather(1, order), output_hidden_states, True)
+        # 2. Unpack; the first hidden state is the embedding output itself, so that gradients reach it.
+        if hidden is not None:
+            hidden = (embeddings, *(_unpack(h, index) for h in hidden[1:]))
+        return _unpack(last, index), hidden
 
     def _forward_packed(
-        self,
-        input_ids: torch.Tensor | None,
-        inputs_embeds: torch.Tensor | None,
-        mask: torch.Tensor | None,
-        output_hidden_states: bool,
+        self, hidden_states: torch.Tensor, mask: torch.Tensor | None, output_hidden_states: bool, owned: bool
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
-        """forward over inputs whose real tokens lead each row (mask a prefix of ones, or None)."""
-        hidden_states = self.embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        """forward from the embedding output, whose real tokens lead each row (mask a prefix of ones, or None).
+        owned: nothing else refers to hidden_states, so the chunked path may overwrite it."""
         all_hidden_states = [hidden_states] if output_hidden_states else None
         # Blocks may overwrite the tensors handed to them (long inputs without autograd): the blocks' own outputs,
-        # and the embedding output unless the caller gave it or it is returned.
-        embeddings_own = inputs_embeds is None and not output_hidden_states
+        # and the embedding output when it is owned and not returned.
+        embeddings_own = owned and not output_hidden_states
         residual = None
         # Only the chunked path reuses buffers (a context variable, which torch.compile cannot trace).
         with reused_buffers() if chunked(hidden_states) else contextlib.nullcontext():
@@ -250,9 +245,8 @@ class CaduceusBackbone(nn.Module):
         return hidden_states, None
 
 
-def _unpack(packed: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """Undo `real_tokens_first`: (batch, length, d) states in packed order -> in the inputs' order."""
-    index = order.unsqueeze(-1).expand_as(packed)
+def _unpack(packed: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Undo the packing gather: (batch, length, d) states in packed order -> in the inputs' order."""
     return torch.empty_like(packed).scatter(1, index, packed)
 
 
@@ -272,14 +266,14 @@ class CaduceusPreTrainedModel(PreTrainedModel):
         std = cfg["initializer_range"]
         if isinstance(module, Mamba):
             self._init_mamba(module)
+        elif isinstance(module, (RCPSEmbedding, RCPSLMHead)):
+            init.copy_(module.complement_map, complement_table(self.config.complement_map, self.config.vocab_size))
         elif isinstance(module, nn.Embedding):
             init.normal_(module.weight, std=std)
         elif isinstance(module, (RMSNorm, nn.LayerNorm)):
             init.ones_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, (RCPSEmbedding, RCPSLMHead)):
-            init.copy_(module.complement_map, complement_table(self.config.complement_map, self.config.vocab_size))
         elif isinstance(module, nn.Linear) and module is getattr(self, "score", None):
             # Matched as the Linear itself: a head missing from a checkpoint (an MLM loaded into a classifier) is
             # initialised by calling this on the module that owns the missing key.
@@ -454,9 +448,9 @@ class Caduceus(CaduceusPreTrainedModel):
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
-        """The token embedding; for PS models the nn.Embedding that both strands of RCPSEmbedding share."""
-        embeddings = self.backbone.embeddings.word_embeddings
-        return embeddings.embedding if self.config.rcps else embeddings
+        """The token embedding: an nn.Embedding whose output is what forward takes as inputs_embeds (for PS models,
+        RCPSEmbedding: both strands, 2 * d_model channels, from its (vocab_size, d_model) weight)."""
+        return self.backbone.embeddings.word_embeddings
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         if self.config.rcps:

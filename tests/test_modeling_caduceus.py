@@ -722,11 +722,13 @@ def test_resize_token_embeddings_shrinks(tmp_path, rcps):
 def test_set_input_and_output_embeddings(rcps):
     model = CaduceusForMaskedLM(tiny_config(rcps=rcps)).eval()
     ids = random_ids(1, 7, seed=35)
-    assert type(model.get_input_embeddings()) is torch.nn.Embedding
+    assert isinstance(model.get_input_embeddings(), torch.nn.Embedding)
     assert type(model.get_output_embeddings()) is torch.nn.Linear
+    with torch.no_grad():  # the input embedding's output is what forward takes as inputs_embeds
+        torch.testing.assert_close(model(inputs_embeds=model.get_input_embeddings()(ids)).logits, model(ids).logits)
     embedding = torch.nn.Embedding(16, 16)
     model.set_input_embeddings(embedding)
-    assert model.get_input_embeddings() is embedding
+    assert model.get_input_embeddings().weight is embedding.weight
     model.set_output_embeddings(torch.nn.Linear(16, 16, bias=False))
     torch.nn.init.zeros_(model.get_output_embeddings().weight)
     with torch.no_grad():
