@@ -25,6 +25,7 @@ from .modeling_caduceus import (
     CaduceusPreTrainedModel,
 )
 from .tokenization_caduceus import CaduceusTokenizer
+from .validation import validate_inputs
 
 __version__ = "0.1.0"
 
@@ -46,4 +47,5 @@ __all__ = [
     "DataCollatorForNucleotideMLM",
     "reverse_complement",
     "reverse_complement_ids",
+    "validate_inputs",
 ]

@@ -53,8 +53,8 @@ def reverse_complement_ids(
 ) -> torch.Tensor:
     """Reverse complement of token ids (..., L): complement every id and reverse the last axis.
 
-    With an `attention_mask`, only the real tokens are reversed and padding keeps its side, so a left-padded batch stays
-    left-padded: [PAD PAD A C] -> [PAD PAD G T].
+    With an `attention_mask`, only the real tokens are reversed and masked positions stay where they are, so a
+    left-padded batch stays left-padded: [PAD PAD A C] -> [PAD PAD G T].
     """
     if complement_map is None:
         complement_map = DNA_COMPLEMENT_MAP
@@ -68,20 +68,30 @@ def reverse_complement_ids(
     return flip_real_tokens(complemented, attention_mask)
 
 
-def flip_real_tokens(x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Reverse the real (mask=1) positions of x (B, L, ...) along L, keeping padding where it is.
+def real_tokens_first(attention_mask: torch.Tensor) -> torch.Tensor:
+    """A per-row permutation (..., L) listing the real (nonzero) positions in order, then the masked ones in order.
 
-    Works for left and right padding: position i of row b maps to start + end - 1 - i, where [start, end) is the
-    row's real span.
+    Gathering with it packs each row's real tokens into one contiguous run at the start; scattering with it puts
+    them back. A stable sort: no host sync, no data-dependent shape.
     """
-    mask = attention_mask.bool()
-    length = mask.shape[-1]
-    if length == 0:
+    return torch.argsort((attention_mask == 0).to(torch.uint8), dim=-1, stable=True)
+
+
+def flip_real_tokens(x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Reverse the order of the real (nonzero mask) positions of x (B, L, ...) along L; masked positions stay put.
+
+    The k-th of a row's n real tokens goes where the (n-1-k)-th was, wherever the masked positions lie (left or right
+    padding, or gaps): [a _ b c] -> [c _ b a].
+    """
+    mask = attention_mask != 0
+    if mask.shape[-1] == 0:
         return x
-    positions = torch.arange(length, device=x.device).expand_as(mask)
-    n_real = mask.sum(-1, keepdim=True)
-    start = torch.where(mask, positions, length).min(-1, keepdim=True).values.clamp(max=length)
-    index = torch.where(mask, start + n_real - 1 - (positions - start), positions)
+    order = real_tokens_first(mask)
+    rank = mask.long().cumsum(-1) - 1
+    n_real = rank[..., -1:] + 1
+    source = torch.gather(order, -1, (n_real - 1 - rank).clamp(min=0))
+    positions = torch.arange(mask.shape[-1], device=x.device).expand_as(mask)
+    index = torch.where(mask, source, positions)
     if x.dim() > mask.dim():
         index = index.reshape(*index.shape, *([1] * (x.dim() - mask.dim()))).expand_as(x)
     return torch.gather(x, mask.dim() - 1, index)
@@ -97,6 +107,7 @@ __all__ = [
     "VOCAB",
     "complement_table",
     "flip_real_tokens",
+    "real_tokens_first",
     "reverse_complement",
     "reverse_complement_ids",
 ]

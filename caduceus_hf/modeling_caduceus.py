@@ -7,7 +7,9 @@ defects fixed: -100 labels, attention masks, every pooling, config-held head opt
 
 from __future__ import annotations
 
+import contextlib
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -17,20 +19,31 @@ from transformers import initialization as init
 from transformers.conversion_mapping import register_checkpoint_conversion_mapping
 from transformers.core_model_loading import WeightRenaming
 from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.loss.loss_utils import ForMaskedLMLoss, ForSequenceClassificationLoss, ForTokenClassification
 from transformers.modeling_outputs import (
     BaseModelOutputWithNoAttention,
     MaskedLMOutput,
     SequenceClassifierOutput,
     TokenClassifierOutput,
 )
+from transformers.utils.generic import can_return_tuple
 
 from . import backends
 from .backends import chunked
 from .configuration_caduceus import CaduceusConfig
-from .dna import FRAMING_TOKEN_IDS, complement_table, flip_real_tokens, reverse_complement_ids
+from .dna import FRAMING_TOKEN_IDS, complement_table, flip_real_tokens, real_tokens_first
 from .mixer import BiMamba, Mamba, reused_buffers
 from .ops.norm import RMSNorm, norm
-from .rcps import RCPSEmbedding, RCPSLMHead, RCPSWrapper, split_strands, swap_strands, swap_strands_
+from .rcps import (
+    RCPSEmbedding,
+    RCPSLMHead,
+    RCPSWrapper,
+    resized_complement,
+    split_strands,
+    swap_strands,
+    swap_strands_,
+)
+from .validation import LabelKind, validate_inputs
 
 
 # The original's non-fused PS models wrap their norms (`...norm.submodule.weight`); the weights are the same, so both
@@ -183,14 +196,38 @@ class CaduceusBackbone(nn.Module):
         output_hidden_states: bool = False,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
         """Returns the final normalised state (batch, length, hidden_size) and, if asked, n_layer + 1 hidden states:
-        the embedding output, the residual stream after each block but the last, and the final state."""
-        hidden_states = self.embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        the embedding output, the residual stream after each block but the last, and the final state.
+
+        mask (batch, length) bool: masked positions are skipped. Each row's real tokens are packed, in order, into one
+        run at the start (a stable permutation), the blocks run over that run with the rest masked, and every output
+        goes back to its original position. So the short convolution and both scans see the real tokens as one
+        sequence, and a real token's output equals that of the sequence with the masked positions removed, whatever
+        their positions (padding on either side, or gaps).
+        """
+        embeddings = self.embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        if mask is None:
+            return self._forward_packed(embeddings, None, output_hidden_states, inputs_embeds is None)
+        # 1. Pack: each row's real tokens first, in order.
+        order = real_tokens_first(mask)
+        index = order.unsqueeze(-1).expand_as(embeddings)
+        last, hidden = self._forward_packed(embeddings.gather(1, index), mask.gather(1, order), output_hidden_states, True)
+        # 2. Unpack; the first hidden state is the embedding output itself, so that gradients reach it.
+        if hidden is not None:
+            hidden = (embeddings, *(_unpack(h, index) for h in hidden[1:]))
+        return _unpack(last, index), hidden
+
+    def _forward_packed(
+        self, hidden_states: torch.Tensor, mask: torch.Tensor | None, output_hidden_states: bool, owned: bool
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """forward from the embedding output, whose real tokens lead each row (mask a prefix of ones, or None).
+        owned: nothing else refers to hidden_states, so the chunked path may overwrite it."""
         all_hidden_states = [hidden_states] if output_hidden_states else None
         # Blocks may overwrite the tensors handed to them (long inputs without autograd): the blocks' own outputs,
-        # and the embedding output unless the caller gave it or it is returned.
-        embeddings_own = inputs_embeds is None and not output_hidden_states
+        # and the embedding output when it is owned and not returned.
+        embeddings_own = owned and not output_hidden_states
         residual = None
-        with reused_buffers():
+        # Only the chunked path reuses buffers (a context variable, which torch.compile cannot trace).
+        with reused_buffers() if chunked(hidden_states) else contextlib.nullcontext():
             for i, layer in enumerate(self.layers):
                 reuse = i > 1 or (i == 1 and embeddings_own)
                 hidden_states, residual = layer(hidden_states, residual, mask, reuse_inputs=reuse)
@@ -210,13 +247,18 @@ class CaduceusBackbone(nn.Module):
         return hidden_states, None
 
 
+def _unpack(packed: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Undo the packing gather: (batch, length, d) states in packed order -> in the inputs' order."""
+    return torch.empty_like(packed).scatter(1, index, packed)
+
+
 class CaduceusPreTrainedModel(PreTrainedModel):
     config_class = CaduceusConfig
     config: CaduceusConfig
     base_model_prefix = "caduceus"
     supports_gradient_checkpointing = True
     _no_split_modules = ["CaduceusBlock"]
-    # Trainer passes num_items_in_batch; losses are normalised by it (see _reduce_loss).
+    # Trainer passes num_items_in_batch; losses are then summed and divided by it.
     accepts_loss_kwargs = True
 
     @classmethod
@@ -248,14 +290,14 @@ class CaduceusPreTrainedModel(PreTrainedModel):
         std = cfg["initializer_range"]
         if isinstance(module, Mamba):
             self._init_mamba(module)
+        elif isinstance(module, (RCPSEmbedding, RCPSLMHead)):
+            init.copy_(module.complement_map, complement_table(self.config.complement_map, self.config.vocab_size))
         elif isinstance(module, nn.Embedding):
             init.normal_(module.weight, std=std)
         elif isinstance(module, (RMSNorm, nn.LayerNorm)):
             init.ones_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, (RCPSEmbedding, RCPSLMHead)):
-            init.copy_(module.complement_map, complement_table(self.config.complement_map, self.config.vocab_size))
         elif isinstance(module, nn.Linear) and module is getattr(self, "score", None):
             # Matched as the Linear itself: a head missing from a checkpoint (an MLM loaded into a classifier) is
             # initialised by calling this on the module that owns the missing key.
@@ -296,6 +338,8 @@ class CaduceusPreTrainedModel(PreTrainedModel):
             init.zeros_(mamba.out_proj.bias)
 
     # --- shared input handling -------------------------------------------------------------------------------
+    _label_kind: LabelKind | None = None
+
     def _check_inputs(
         self,
         input_ids: torch.Tensor | None,
@@ -303,6 +347,7 @@ class CaduceusPreTrainedModel(PreTrainedModel):
         attention_mask: torch.Tensor | None,
         allow_strand_pairs: bool = False,
     ) -> None:
+        """Shapes and dtypes only: forward reads no tensor value on the host (see `validate_inputs`)."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if input_ids is not None:
@@ -314,11 +359,6 @@ class CaduceusPreTrainedModel(PreTrainedModel):
                 raise ValueError(f"input_ids must be integer token ids, got dtype {input_ids.dtype}")
             if input_ids.shape[1] == 0:
                 raise ValueError("input_ids is an empty sequence (length 0)")
-            if input_ids.numel():
-                low, high = int(input_ids.min()), int(input_ids.max())
-                if low < 0 or high >= self.config.vocab_size:
-                    bad = low if low < 0 else high
-                    raise ValueError(f"input_ids contain token id {bad}, outside the vocabulary [0, {self.config.vocab_size})")
             shape = input_ids.shape
         else:
             if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
@@ -336,6 +376,35 @@ class CaduceusPreTrainedModel(PreTrainedModel):
                     f"attention_mask has shape {tuple(attention_mask.shape)}, expected {tuple(shape[:2])} to match the inputs"
                 )
 
+    def validate_inputs(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **batch_extras,
+    ) -> None:
+        """Check a batch's shapes and values as this model reads them (`caduceus_hf.validate_inputs`): raises
+        ValueError naming the problem. Takes a whole batch (`model.validate_inputs(**batch)`); other keys are
+        ignored. Forward itself checks shapes only, so that it needs no host sync."""
+        pairs = isinstance(self, CaduceusForSequenceClassification)
+        self._check_inputs(input_ids, inputs_embeds, attention_mask, allow_strand_pairs=pairs)
+        validate_inputs(self.config, input_ids, attention_mask, labels, self._label_kind)
+
+    def resize_token_embeddings(
+        self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
+    ) -> nn.Embedding:
+        """transformers' resize, then the config keys derived from the vocabulary size: complement_map (new ids are
+        their own complement; an id whose complement is cut off becomes its own) and pad_vocab_size_multiple (1 when
+        the new size is not a multiple of it, so that the saved config reloads at that size)."""
+        old_table = self._complement(torch.device("cpu"))
+        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        size = embeddings.weight.shape[0]
+        if size % self.config.pad_vocab_size_multiple:
+            self.config.pad_vocab_size_multiple = 1
+        self.config.complement_map = {i: int(j) for i, j in enumerate(resized_complement(old_table, size))}
+        return embeddings
+
     def _conjoin(self, conjoin: bool | None) -> bool:
         """Post-hoc (or trained) reverse-complement conjoining applies to Ph models; PS models are equivariant."""
         if conjoin is None:
@@ -343,20 +412,22 @@ class CaduceusPreTrainedModel(PreTrainedModel):
         return bool(conjoin) and not self.config.rcps
 
     def _complement(self, device: torch.device) -> torch.Tensor:
-        return complement_table(self.config.complement_map, self.config.vocab_size).to(device)
+        """(vocab_size,) ids: the complement of each id."""
+        cmap = self.config.complement_map
+        return torch.tensor([cmap.get(i, i) for i in range(self.config.vocab_size)], device=device)
 
     def _reverse_complement(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+        self, input_ids: torch.Tensor, mask: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The reverse-complement strand as the tokenizer would give it, and the span that was reversed.
 
-        Only the sequence is reversed: padding ([PAD], or attention_mask 0) and the tokenizer's framing tokens ([CLS],
-        [BOS], the trailing [SEP]) stay where they are, so the RC pass sees "rc(x) [SEP]" exactly as if rc(x) had been
-        tokenized. The span (batch, length) is True on the reversed positions; it must be one contiguous run per row.
+        Only the sequence is reversed: masked positions and the tokenizer's framing tokens ([CLS], [BOS], [SEP],
+        [PAD]) stay where they are, so the RC pass sees "rc(x) [SEP]" exactly as if rc(x) had been tokenized. The
+        span (batch, length) is True on the reversed positions, which need not be contiguous.
         """
-        span = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        span = torch.ones_like(input_ids, dtype=torch.bool) if mask is None else mask
         span = span & ~torch.isin(input_ids, torch.tensor(FRAMING_TOKEN_IDS, device=input_ids.device))
-        return reverse_complement_ids(input_ids, self._complement(input_ids.device), span), span
+        return flip_real_tokens(self._complement(input_ids.device)[input_ids], span), span
 
     @staticmethod
     def _align(rc_states: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
@@ -372,21 +443,18 @@ def _init_default_linear(linear: nn.Linear) -> None:
         init.zeros_(linear.bias)
 
 
-def _reduce_loss(per_item: torch.Tensor, weights: torch.Tensor, num_items_in_batch: int | torch.Tensor | None):
-    """sum(per_item * weights) / normaliser, where the normaliser is num_items_in_batch (Trainer, gradient
-    accumulation) or sum(weights); 0, not NaN, when nothing counts."""
-    total = (per_item * weights).sum()
-    denom = weights.sum() if num_items_in_batch is None else torch.as_tensor(num_items_in_batch, device=total.device)
-    denom = denom.to(total.dtype)
-    return total / torch.where(denom > 0, denom, torch.ones_like(denom))
-
-
-def _mask_from(attention_mask: torch.Tensor | None, strand: int | None = None) -> torch.Tensor | None:
+def _real_token_mask(attention_mask: torch.Tensor | None, strand: int | None = None) -> torch.Tensor | None:
+    """The attention mask as bool, True on real tokens: any nonzero value is a real token."""
     if attention_mask is None:
         return None
     if strand is not None and attention_mask.dim() == 3:
         attention_mask = attention_mask[..., strand]
-    return attention_mask
+    return attention_mask != 0
+
+
+def _labelled_count(labels: torch.Tensor) -> torch.Tensor:
+    """Labelled positions, at least 1: the normaliser of a mean that is 0, not NaN, when nothing is labelled."""
+    return (labels != -100).sum().clamp(min=1)
 
 
 class Caduceus(CaduceusPreTrainedModel):
@@ -403,49 +471,55 @@ class Caduceus(CaduceusPreTrainedModel):
         self.backbone = CaduceusBackbone(config)
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Module:
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The token embedding: an nn.Embedding whose output is what forward takes as inputs_embeds (for PS models,
+        RCPSEmbedding: both strands, 2 * d_model channels, from its (vocab_size, d_model) weight)."""
         return self.backbone.embeddings.word_embeddings
 
-    def set_input_embeddings(self, value: nn.Module) -> None:
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
         if self.config.rcps:
-            raise NotImplementedError("replacing the input embeddings of an RCPS model is not supported")
-        self.backbone.embeddings.word_embeddings = value
+            self.backbone.embeddings.word_embeddings.set_embedding(value)
+        else:
+            self.backbone.embeddings.word_embeddings = value
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         conjoin: bool | None = None,
         **kwargs,
-    ) -> tuple | BaseModelOutputWithNoAttention:
+    ) -> BaseModelOutputWithNoAttention:
         r"""
-        input_ids (batch, length): token ids; attention_mask (batch, length): 1 for real tokens, 0 for padding.
-        Padding on either side leaves the real tokens' outputs unchanged; without a mask every token counts.
+        input_ids (batch, length): token ids; attention_mask (batch, length): nonzero (1, True) on real tokens, 0 on
+        positions to skip (padding on either side, or gaps anywhere). A real token's output equals that of the
+        sequence with the skipped positions removed; skipped positions get finite outputs of no meaning. Without a
+        mask every token counts.
         conjoin: for Ph models, average with the reverse-complement pass aligned back to the forward strand
             (defaults to config.conjoin_train / conjoin_eval). Ignored for PS models, which are exactly equivariant.
         """
         output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        return_dict = self.config.return_dict if return_dict is None else return_dict
+        # 1. Shapes (values: `validate_inputs`).
         self._check_inputs(input_ids, inputs_embeds, attention_mask)
-
-        last, hidden = self.backbone(input_ids, inputs_embeds, attention_mask, output_hidden_states)
+        mask = _real_token_mask(attention_mask)
+        # 2. The forward strand.
+        last, hidden = self.backbone(input_ids, inputs_embeds, mask, output_hidden_states)
+        # 3. Ph conjoining: the reverse-complement strand, aligned back.
         if self._conjoin(conjoin) and input_ids is not None:
-            rc_ids, span = self._reverse_complement(input_ids, attention_mask)
-            rc_last, rc_hidden = self.backbone(rc_ids, None, attention_mask, output_hidden_states)
+            rc_ids, span = self._reverse_complement(input_ids, mask)
+            rc_last, rc_hidden = self.backbone(rc_ids, None, mask, output_hidden_states)
             last = (last + self._align(rc_last, span)) / 2
             if hidden is not None:
                 hidden = tuple((h + self._align(r, span)) / 2 for h, r in zip(hidden, rc_hidden))
-
-        if not return_dict:
-            return (last, hidden) if hidden is not None else (last,)
         return BaseModelOutputWithNoAttention(last_hidden_state=last, hidden_states=hidden)
 
 
 class CaduceusForMaskedLM(CaduceusPreTrainedModel):
     """Caduceus with its language-model head tied to the input embedding."""
+
+    _label_kind = "token_ids"
 
     def __init__(self, config: CaduceusConfig) -> None:
         super().__init__(config)
@@ -460,20 +534,23 @@ class CaduceusForMaskedLM(CaduceusPreTrainedModel):
             self._tied_weights_keys = {"lm_head.weight": "caduceus.backbone.embeddings.word_embeddings.weight"}
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Module:
+    def get_input_embeddings(self) -> nn.Embedding:
         return self.caduceus.get_input_embeddings()
 
-    def set_input_embeddings(self, value: nn.Module) -> None:
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.caduceus.set_input_embeddings(value)
 
-    def get_output_embeddings(self) -> nn.Module:
+    def get_output_embeddings(self) -> nn.Linear:
+        """The vocabulary projection; for PS models the nn.Linear that both strands of RCPSLMHead share."""
         return self.lm_head.lm_head if self.config.rcps else self.lm_head
 
-    def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
         if self.config.rcps:
-            raise NotImplementedError("replacing the output embeddings of an RCPS model is not supported")
-        self.lm_head = new_embeddings
+            self.lm_head.set_linear(new_embeddings)
+        else:
+            self.lm_head = new_embeddings
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -482,11 +559,10 @@ class CaduceusForMaskedLM(CaduceusPreTrainedModel):
         labels: torch.LongTensor | None = None,
         loss_weights: torch.FloatTensor | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         conjoin: bool | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
         **kwargs,
-    ) -> tuple | MaskedLMOutput:
+    ) -> MaskedLMOutput:
         r"""
         labels (batch, length): target ids, -100 where no loss is taken.
         loss_weights (batch, length): optional per-token weights (e.g. to down-weight soft-masked repeats); the loss is
@@ -495,7 +571,7 @@ class CaduceusForMaskedLM(CaduceusPreTrainedModel):
             complemented vocabulary (defaults to config.conjoin_train / conjoin_eval).
         Logits are float32 (batch, length, vocab_size).
         """
-        return_dict = self.config.return_dict if return_dict is None else return_dict
+        # 1. Backbone and head.
         outputs = self.caduceus(
             input_ids,
             attention_mask=attention_mask,
@@ -505,59 +581,56 @@ class CaduceusForMaskedLM(CaduceusPreTrainedModel):
             conjoin=False,
         )
         logits = self.lm_head(outputs.last_hidden_state).float()
-        hidden_states = outputs.hidden_states
+        # 2. Ph conjoining in logit space: the RC pass's logits, aligned back, over complemented vocabulary.
         if self._conjoin(conjoin) and input_ids is not None:
-            rc_ids, span = self._reverse_complement(input_ids, attention_mask)
-            rc_logits = self.lm_head(self.caduceus(rc_ids, attention_mask=attention_mask, conjoin=False)[0]).float()
+            rc_ids, span = self._reverse_complement(input_ids, _real_token_mask(attention_mask))
+            rc_states = self.caduceus(rc_ids, attention_mask=attention_mask, return_dict=True, conjoin=False)
+            rc_logits = self.lm_head(rc_states.last_hidden_state).float()
             logits = (logits + self._align(rc_logits, span)[..., self._complement(logits.device)]) / 2
-
-        loss = None
-        if labels is not None:
-            loss = self._loss(logits, labels, loss_weights, num_items_in_batch)
-        if not return_dict:
-            output = (logits,) + ((hidden_states,) if hidden_states is not None else ())
-            return ((loss,) + output) if loss is not None else output
-        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=hidden_states)
+        # 3. Loss.
+        loss = None if labels is None else self._loss(logits, labels, loss_weights, num_items_in_batch)
+        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
     def _loss(self, logits, labels, loss_weights, num_items_in_batch) -> torch.Tensor:
+        """transformers' ForMaskedLMLoss (mean over labelled tokens, or sum / num_items_in_batch); 0 when nothing is
+        labelled. With loss_weights: sum(w * ce) over labelled tokens / (sum(w), or num_items_in_batch)."""
         if labels.shape != logits.shape[:-1]:
             raise ValueError(f"labels must have shape {tuple(logits.shape[:-1])}, got {tuple(labels.shape)}")
         labels = labels.to(logits.device)
-        valid = labels != -100
-        if valid.any():
-            bad = labels[valid]
-            if int(bad.min()) < 0 or int(bad.max()) >= logits.shape[-1]:
-                raise ValueError(
-                    f"labels must be token ids in [0, {logits.shape[-1]}) or -100 (ignored); "
-                    f"got {int(bad.min())}..{int(bad.max())}"
-                )
+        if loss_weights is None:
+            if num_items_in_batch is None:
+                num_items_in_batch = _labelled_count(labels)
+            return ForMaskedLMLoss(logits, labels, logits.shape[-1], num_items_in_batch=num_items_in_batch)
+        if loss_weights.shape != labels.shape:
+            raise ValueError(f"loss_weights must have the shape of labels {tuple(labels.shape)}, got {tuple(loss_weights.shape)}")
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="none")
-        weights = valid.reshape(-1).to(ce.dtype)
-        if loss_weights is not None:
-            if loss_weights.shape != labels.shape:
-                raise ValueError(f"loss_weights must have the shape of labels {tuple(labels.shape)}, got {tuple(loss_weights.shape)}")
-            weights = weights * loss_weights.reshape(-1).to(device=ce.device, dtype=ce.dtype)
-        return _reduce_loss(ce, weights, num_items_in_batch)
+        weights = (labels != -100).reshape(-1).to(ce.dtype) * loss_weights.reshape(-1).to(device=ce.device, dtype=ce.dtype)
+        total = (ce * weights).sum()
+        denom = weights.sum() if num_items_in_batch is None else torch.as_tensor(num_items_in_batch, device=total.device)
+        denom = denom.to(total.dtype)
+        return total / torch.where(denom > 0, denom, torch.ones_like(denom))
 
 
 def pool(hidden_states: torch.Tensor, mask: torch.Tensor | None, strategy: str) -> torch.Tensor:
-    """Pool (batch, length, d) over real tokens -> (batch, d). first / last are the first / last real token."""
+    """Pool (batch, length, d) over real tokens (mask nonzero) -> (batch, d). first / last are the first / last real
+    token. A row without real tokens pools to zeros (`validate_inputs` rejects such rows)."""
     if mask is None:
         mask = torch.ones(hidden_states.shape[:2], dtype=torch.bool, device=hidden_states.device)
-    mask = mask.bool()
-    if not bool(mask.any(-1).all()):
-        raise ValueError("attention_mask has a row with no real tokens; cannot pool an empty sequence")
+    mask = mask != 0
     if strategy == "mean":
         m = mask.unsqueeze(-1).to(hidden_states.dtype)
-        return (hidden_states * m).sum(1) / m.sum(1)
+        return (hidden_states * m).sum(1) / m.sum(1).clamp(min=1)
+    empty = ~mask.any(-1, keepdim=True)
     if strategy == "max":
-        return hidden_states.masked_fill(~mask.unsqueeze(-1), float("-inf")).max(1).values
+        pooled = hidden_states.masked_fill(~mask.unsqueeze(-1), float("-inf")).max(1).values
+        return pooled.masked_fill(empty, 0)
     positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
     if strategy == "first":
-        index = torch.where(mask, positions, mask.shape[1]).min(1).values
+        index = torch.where(mask, positions, mask.shape[1] - 1).min(1).values
     else:
-        index = torch.where(mask, positions, -1).max(1).values
-    return hidden_states[torch.arange(hidden_states.shape[0], device=index.device), index]
+        index = torch.where(mask, positions, 0).max(1).values
+    pooled = hidden_states[torch.arange(hidden_states.shape[0], device=index.device), index]
+    return pooled.masked_fill(empty, 0)
 
 
 def _strand_representations(
@@ -577,7 +650,7 @@ def _strand_representations(
     pairs = input_ids is not None and input_ids.dim() == 3
     if model.config.rcps or not (pairs or model._conjoin(conjoin)):
         fwd_ids = input_ids[..., 0] if pairs else input_ids
-        mask = _mask_from(attention_mask, 0)
+        mask = _real_token_mask(attention_mask, 0)
         outputs = model.caduceus(fwd_ids, attention_mask=mask, inputs_embeds=inputs_embeds,
                                  output_hidden_states=output_hidden_states, return_dict=True, conjoin=False)
         states = outputs.last_hidden_state
@@ -590,12 +663,12 @@ def _strand_representations(
 
     if input_ids is None:
         raise ValueError("reverse-complement conjoining needs input_ids, not inputs_embeds")
-    fwd_mask = _mask_from(attention_mask, 0)
+    fwd_mask = _real_token_mask(attention_mask, 0)
     if pairs:
-        fwd_ids, rc_ids, rc_mask = input_ids[..., 0], input_ids[..., 1], _mask_from(attention_mask, 1)
+        fwd_ids, rc_ids, rc_mask = input_ids[..., 0], input_ids[..., 1], _real_token_mask(attention_mask, 1)
     else:
         fwd_ids, rc_mask = input_ids, fwd_mask
-        rc_ids = model._reverse_complement(input_ids, attention_mask)[0]
+        rc_ids = model._reverse_complement(input_ids, fwd_mask)[0]
     outputs = model.caduceus(fwd_ids, attention_mask=fwd_mask, output_hidden_states=output_hidden_states,
                              return_dict=True, conjoin=False)
     rc_states = model.caduceus(rc_ids, attention_mask=rc_mask, return_dict=True, conjoin=False).last_hidden_state
@@ -610,6 +683,8 @@ class CaduceusForSequenceClassification(CaduceusPreTrainedModel):
     and average (RC-invariant). (batch, length, 2) input ids [forward, reverse complement] conjoin explicitly.
     """
 
+    _label_kind = "sequence_classes"
+
     def __init__(self, config: CaduceusConfig) -> None:
         super().__init__(config)
         self.num_labels = config.num_labels
@@ -618,12 +693,13 @@ class CaduceusForSequenceClassification(CaduceusPreTrainedModel):
         self.score = nn.Linear(config.d_model, config.num_labels, bias=False)
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Module:
+    def get_input_embeddings(self) -> nn.Embedding:
         return self.caduceus.get_input_embeddings()
 
-    def set_input_embeddings(self, value: nn.Module) -> None:
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.caduceus.set_input_embeddings(value)
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -631,37 +707,35 @@ class CaduceusForSequenceClassification(CaduceusPreTrainedModel):
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         conjoin: bool | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
         **kwargs,
-    ) -> tuple | SequenceClassifierOutput:
+    ) -> SequenceClassifierOutput:
         r"""
         input_ids (batch, length), or (batch, length, 2) with [..., 0] the forward and [..., 1] the reverse-complement
         strand (the original's conjoining input); attention_mask (batch, length) or (batch, length, 2).
         labels (batch,): class ids, floats for regression (num_labels 1) or (batch, num_labels) for multi-label.
         """
-        return_dict = self.config.return_dict if return_dict is None else return_dict
+        # 1. Shapes (values: `validate_inputs`).
         self._check_inputs(input_ids, inputs_embeds, attention_mask, allow_strand_pairs=True)
+        # 2. Each strand's per-token states, pooled and scored; the strands' logits averaged.
         strands, outputs = _strand_representations(
             self, input_ids, attention_mask, inputs_embeds, output_hidden_states, conjoin
         )
         logits = torch.stack(
             [self.score(self.dropout(pool(states, mask, self.config.pooling_strategy))) for states, mask in strands]
         ).mean(0)
-
-        loss = None
-        if labels is not None:
-            loss = _classification_loss(self.config, logits, labels, num_items_in_batch)
-        if not return_dict:
-            output = (logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
-            return ((loss,) + output) if loss is not None else output
+        # 3. Loss.
+        loss = None if labels is None else _classification_loss(self.config, logits, labels, num_items_in_batch)
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
 
 def _classification_loss(config: CaduceusConfig, logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch):
-    """HF's three problem types, without writing problem_type back into the config."""
-    labels = labels.to(logits.device)
+    """transformers' ForSequenceClassificationLoss, without writing problem_type back into the config.
+
+    With num_items_in_batch (Trainer), regression and multi-label losses are summed and divided by it, as the
+    classification loss is (the utility would average them per micro-batch, wrong under gradient accumulation).
+    """
     num_labels = logits.shape[-1]
     problem_type = config.problem_type
     if problem_type is None:
@@ -671,24 +745,34 @@ def _classification_loss(config: CaduceusConfig, logits: torch.Tensor, labels: t
             problem_type = "single_label_classification"
         else:
             problem_type = "multi_label_classification"
-    if problem_type == "regression":
-        per_item = F.mse_loss(logits.squeeze(-1) if num_labels == 1 else logits,
-                              labels.to(logits.dtype).reshape(logits.shape[:-1] if num_labels == 1 else logits.shape),
-                              reduction="none")
-    elif problem_type == "single_label_classification":
-        flat = labels.reshape(-1)
-        if bool(((flat < 0) | (flat >= num_labels)).any()):
-            raise ValueError(f"labels must be class ids in [0, {num_labels}), got {flat.tolist()}")
-        per_item = F.cross_entropy(logits.reshape(-1, num_labels), flat, reduction="none")
-    else:
-        per_item = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none")
-    per_item = per_item.reshape(-1)
-    return _reduce_loss(per_item, torch.ones_like(per_item), num_items_in_batch)
+    labels = labels.to(logits.device)
+    if problem_type != "single_label_classification":
+        labels = labels.to(logits.dtype)
+        if num_items_in_batch is not None:
+            if problem_type == "regression":
+                per_item = F.mse_loss(logits.squeeze(-1) if num_labels == 1 else logits,
+                                      labels.reshape(logits.shape[:-1] if num_labels == 1 else logits.shape),
+                                      reduction="none")
+            else:
+                per_item = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+            return per_item.sum() / torch.as_tensor(num_items_in_batch, device=logits.device).to(per_item.dtype)
+    resolved = _ResolvedProblem(num_labels, problem_type)
+    return ForSequenceClassificationLoss(labels, logits, resolved, num_items_in_batch=num_items_in_batch)
+
+
+@dataclass
+class _ResolvedProblem:
+    """What ForSequenceClassificationLoss reads from a config, with problem_type resolved (it would write it)."""
+
+    num_labels: int
+    problem_type: str
 
 
 class CaduceusForTokenClassification(CaduceusPreTrainedModel):
     """Per-token labels from a linear head (`score`, with bias). PS models average both strands' scores at each
     position (RC-invariant); Ph models can conjoin a reverse-complement pass aligned back to the forward strand."""
+
+    _label_kind = "token_classes"
 
     def __init__(self, config: CaduceusConfig) -> None:
         super().__init__(config)
@@ -698,12 +782,13 @@ class CaduceusForTokenClassification(CaduceusPreTrainedModel):
         self.score = nn.Linear(config.d_model, config.num_labels, bias=True)
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Module:
+    def get_input_embeddings(self) -> nn.Embedding:
         return self.caduceus.get_input_embeddings()
 
-    def set_input_embeddings(self, value: nn.Module) -> None:
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.caduceus.set_input_embeddings(value)
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -711,13 +796,12 @@ class CaduceusForTokenClassification(CaduceusPreTrainedModel):
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         conjoin: bool | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
         **kwargs,
-    ) -> tuple | TokenClassifierOutput:
+    ) -> TokenClassifierOutput:
         r"""labels (batch, length): class ids, -100 where no loss is taken. Logits (batch, length, num_labels)."""
-        return_dict = self.config.return_dict if return_dict is None else return_dict
+        # 1. Per-token states; PS averages the two strands at each position.
         outputs = self.caduceus(input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
                                 output_hidden_states=output_hidden_states, return_dict=True, conjoin=conjoin)
         states = outputs.last_hidden_state
@@ -725,21 +809,15 @@ class CaduceusForTokenClassification(CaduceusPreTrainedModel):
             fwd, rc = split_strands(states)
             states = (fwd + rc.flip(-1)) / 2
         logits = self.score(self.dropout(states))
-
+        # 2. Loss: transformers' ForTokenClassification, 0 when nothing is labelled.
         loss = None
         if labels is not None:
             if labels.shape != logits.shape[:-1]:
                 raise ValueError(f"labels must have shape {tuple(logits.shape[:-1])}, got {tuple(labels.shape)}")
             labels = labels.to(logits.device)
-            valid = labels != -100
-            if valid.any() and bool(((labels[valid] < 0) | (labels[valid] >= self.num_labels)).any()):
-                raise ValueError(f"labels must be class ids in [0, {self.num_labels}) or -100")
-            ce = F.cross_entropy(logits.reshape(-1, self.num_labels).float(), labels.reshape(-1), ignore_index=-100,
-                                 reduction="none")
-            loss = _reduce_loss(ce, valid.reshape(-1).to(ce.dtype), num_items_in_batch)
-        if not return_dict:
-            output = (logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
-            return ((loss,) + output) if loss is not None else output
+            if num_items_in_batch is None:
+                num_items_in_batch = _labelled_count(labels)
+            loss = ForTokenClassification(logits, labels, self.config, num_items_in_batch=num_items_in_batch)
         return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
 
@@ -749,4 +827,5 @@ __all__ = [
     "CaduceusForSequenceClassification",
     "CaduceusForTokenClassification",
     "CaduceusPreTrainedModel",
+    "pool",
 ]

@@ -42,18 +42,44 @@ def swap_strands_(hidden_states: torch.Tensor) -> torch.Tensor:
     return hidden_states
 
 
-class RCPSEmbedding(nn.Module):
-    """Token embedding of both strands: cat(E[ids], RC(E[rc(ids)])) = cat(E[ids], flip_channels(E[complement(ids)]))."""
+def resized_complement(table: torch.Tensor, size: int) -> torch.Tensor:
+    """A complement table (vocab,) for the vocabulary resized to `size`: new ids are their own complement, and so is
+    a kept id whose complement is cut off, which keeps the table an involution."""
+    resized = torch.arange(size, device=table.device)
+    kept = table[:size]
+    resized[: kept.numel()] = torch.where(kept < size, kept, resized[: kept.numel()])
+    return resized
+
+
+class RCPSEmbedding(nn.Embedding):
+    """Token embedding of both strands: cat(E[ids], RC(E[rc(ids)])) = cat(E[ids], flip_channels(E[complement(ids)])).
+
+    An nn.Embedding whose output has 2 * d_model channels, so that `model.get_input_embeddings()(ids)` is what
+    forward takes as inputs_embeds, and transformers' resizing sees the (vocab_size, d_model) weight it expects. The
+    weight lives in the submodule `embedding`, under the published parameter name.
+    """
 
     def __init__(self, vocab_size: int, d_model: int, complement_map: dict[int, int]) -> None:
-        super().__init__()
+        nn.Module.__init__(self)  # not nn.Embedding's: the weight is the submodule's (see `weight`)
         self.embedding = nn.Embedding(vocab_size, d_model)
+        self.num_embeddings, self.embedding_dim = vocab_size, d_model
+        self.padding_idx, self.max_norm, self.norm_type = None, None, 2.0
+        self.scale_grad_by_freq, self.sparse = False, False
         # Persistent because the published checkpoints store it.
         self.register_buffer("complement_map", complement_table(complement_map, vocab_size))
 
     @property
     def weight(self) -> nn.Parameter:
         return self.embedding.weight
+
+    def reset_parameters(self) -> None:
+        self.embedding.reset_parameters()
+
+    def set_embedding(self, embedding: nn.Embedding) -> None:
+        """Adopt another embedding's weight (e.g. resized); the complement table follows its vocabulary size."""
+        self.embedding = embedding.embedding if isinstance(embedding, RCPSEmbedding) else embedding
+        self.num_embeddings, self.embedding_dim = self.embedding.weight.shape
+        self.complement_map = resized_complement(self.complement_map, self.num_embeddings)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(batch, length) ids -> (batch, length, 2 * d_model)."""
@@ -106,6 +132,11 @@ class RCPSLMHead(nn.Module):
     @property
     def weight(self) -> nn.Parameter:
         return self.lm_head.weight
+
+    def set_linear(self, lm_head: nn.Linear) -> None:
+        """Replace the shared projection (e.g. resized); the complement table follows its vocabulary size."""
+        self.lm_head = lm_head
+        self.complement_map = resized_complement(self.complement_map, lm_head.out_features)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """(batch, length, 2 * d_model) -> (batch, length, vocab_size)."""

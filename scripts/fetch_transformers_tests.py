@@ -7,6 +7,9 @@ tests/*.py files of the sdist (ModelTesterMixin, ConfigTester, TokenizerTesterMi
 importable package (put DEST on sys.path, then `from hf_tests.test_modeling_common import ModelTesterMixin`). Nothing is
 copied into the repository: the files are downloaded from the package index at test time. A second run with the same
 version does nothing. Prints DEST.
+
+The sdist lacks the sibling folders that those files import from (tests/exporters/, tests/generation/, tests/utils/);
+our own small modules in tests/transformers_suite/shims/ are installed in their place (SHIMS).
 """
 
 from __future__ import annotations
@@ -22,6 +25,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "hf_tests"
+SHIM_DIR = ROOT / "tests" / "transformers_suite" / "shims"
+# Module path inside hf_tests -> our file in SHIM_DIR.
+SHIMS = {
+    "exporters/test_export.py": "export_tester.py",
+    "generation/test_utils.py": "generation_tester.py",
+    "utils/test_configuration_utils.py": "configuration_kwargs.py",
+}
 
 
 def default_dest() -> Path:
@@ -33,6 +43,7 @@ def fetch(dest: Path) -> Path:
     package = dest / PACKAGE
     stamp = package / "VERSION"
     if stamp.is_file() and stamp.read_text().strip() == version:
+        install_shims(package)
         return dest
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest) as tmp:
@@ -52,11 +63,25 @@ def fetch(dest: Path) -> Path:
                     source = tar.extractfile(member)
                     (staged / name[len(prefix):]).write_bytes(source.read())
         (staged / "__init__.py").write_text("")
+        install_shims(staged)
         (staged / "VERSION").write_text(version + "\n")
         if package.exists():
             shutil.rmtree(package)
         staged.rename(package)
     return dest
+
+
+def install_shims(package: Path) -> None:
+    """Copy our stand-in modules into the fetched package (again each time: they are ours and may change)."""
+    for target, source in SHIMS.items():
+        path = package / target
+        path.parent.mkdir(exist_ok=True)
+        (path.parent / "__init__.py").touch()
+        text = (SHIM_DIR / source).read_text()
+        if not path.is_file() or path.read_text() != text:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(text)
+            tmp.replace(path)
 
 
 def main() -> None:

@@ -48,3 +48,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present (fresh clone outside the workplace)")
     return SHARED_DATA
+
+
+def pytest_collection_modifyitems(config, items):
+    """`slow` tests run only when selected (-m slow), as pyproject.toml declares."""
+    if "slow" in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

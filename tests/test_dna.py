@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from caduceus_hf.dna import DNA_COMPLEMENT_MAP, VOCAB, flip_real_tokens, reverse_complement, reverse_complement_ids
+from caduceus_hf.dna import (
+    DNA_COMPLEMENT_MAP,
+    VOCAB,
+    flip_real_tokens,
+    real_tokens_first,
+    reverse_complement,
+    reverse_complement_ids,
+)
 
 
 def test_string_reverse_complement():
@@ -37,3 +44,28 @@ def test_flip_real_tokens_on_states_and_empty_batches():
     assert torch.equal(flipped[0, 0], x[0, 0]) and torch.equal(flipped[0, 1:], x[0, 1:].flip(0))
     empty = torch.zeros(2, 0, dtype=torch.long)
     assert reverse_complement_ids(empty, attention_mask=empty).shape == (2, 0)
+
+
+def test_flip_real_tokens_across_gaps():
+    x = torch.tensor([[1, 0, 2, 3, 0], [0, 4, 0, 0, 5]])
+    mask = torch.tensor([[1, 0, 1, 1, 0], [0, 1, 0, 0, 1]])
+    assert flip_real_tokens(x, mask).tolist() == [[3, 0, 2, 1, 0], [0, 5, 0, 0, 4]]
+    states = torch.randn(2, 5, 3)
+    flipped = flip_real_tokens(states, mask)
+    for row in range(2):
+        real = mask[row].bool()
+        assert torch.equal(flipped[row][real], states[row][real].flip(0))
+        assert torch.equal(flipped[row][~real], states[row][~real])
+    assert torch.equal(flip_real_tokens(flipped, mask), states)
+
+
+def test_real_tokens_first_is_a_stable_packing():
+    mask = torch.tensor([[0, 1, 0, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]])
+    assert real_tokens_first(mask).tolist() == [[1, 3, 4, 0, 2], [0, 1, 2, 3, 4], [0, 1, 2, 3, 4]]
+
+
+def test_id_reverse_complement_with_gaps_matches_the_string_one():
+    a, c, g, t, pad = (VOCAB[k] for k in ("A", "C", "G", "T", "[PAD]"))
+    ids = torch.tensor([[a, pad, a, c, pad, g]])
+    mask = (ids != pad).long()
+    assert reverse_complement_ids(ids, attention_mask=mask).tolist() == [[c, pad, g, t, pad, t]]

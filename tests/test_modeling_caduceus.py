@@ -413,6 +413,81 @@ def test_conjoining_respects_padding():
     torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-5)
 
 
+# --- any 0/1 mask: masked positions are skipped wherever they are ----------------------------------------------------
+
+
+def _gapped_mask(ids: torch.Tensor, seed: int) -> torch.Tensor:
+    """Random gaps anywhere (about a third of the positions), [PAD] masked too; every row keeps real tokens."""
+    keep = torch.rand(ids.shape, generator=torch.Generator().manual_seed(seed)) > 0.35
+    keep[:, -1] = True
+    return (keep & (ids != 4)).long()
+
+
+def _without_gaps(ids: torch.Tensor, mask: torch.Tensor, row: int) -> torch.Tensor:
+    return ids[row][mask[row].bool()][None]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name, conjoin", [("mlm_ph", False), ("mlm_ph", True), ("mlm_ps", False)])
+def test_gapped_masks_equal_the_sequence_without_the_gaps(name, conjoin, backend):
+    ids = load_file(FIXTURES / name / "inputs.safetensors")["input_ids_a"][:, :40]
+    mask = _gapped_mask(ids, seed=20)
+    mlm = load_mlm(name, backend=backend)
+    token = AutoModelForTokenClassification.from_pretrained(FIXTURES / name, num_labels=3, scan_backend=backend)
+    token = perturb(token.eval(), seed=21, scale=0.01)
+    heads = {
+        "base": lambda x, m=None: mlm.caduceus(x, attention_mask=m, conjoin=conjoin, output_hidden_states=True),
+        "mlm": lambda x, m=None: mlm(x, attention_mask=m, conjoin=conjoin),
+        "token": lambda x, m=None: token(x, attention_mask=m, conjoin=conjoin),
+    }
+    with torch.no_grad():
+        for head, run in heads.items():
+            gapped = run(ids, mask)
+            assert all(torch.isfinite(t).all() for t in gapped.to_tuple() if torch.is_tensor(t))
+            for row in range(ids.shape[0]):
+                real = mask[row].bool()
+                alone = run(_without_gaps(ids, mask, row))
+                torch.testing.assert_close(gapped[0][row][real], alone[0][0], rtol=1e-5, atol=1e-5, msg=head)
+                if head == "base":
+                    for h, h_alone in zip(gapped.hidden_states, alone.hidden_states):
+                        assert torch.isfinite(h).all()
+                        torch.testing.assert_close(h[row][real], h_alone[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max", "first", "last"])
+@pytest.mark.parametrize("name, conjoin", [("cls_ph", False), ("cls_ph", True), ("cls_ps", False)])
+def test_gapped_masks_in_sequence_classification(name, conjoin, pooling):
+    ids = load_file(FIXTURES / name / "inputs.safetensors")["input_ids_a"][:, :40]
+    mask = _gapped_mask(ids, seed=22)
+    model = AutoModelForSequenceClassification.from_pretrained(FIXTURES / name, pooling_strategy=pooling).eval()
+    with torch.no_grad():
+        gapped = model(ids, attention_mask=mask, conjoin=conjoin).logits
+        alone = torch.cat([model(_without_gaps(ids, mask, row), conjoin=conjoin).logits for row in range(2)])
+    torch.testing.assert_close(gapped, alone, rtol=1e-5, atol=1e-5)
+
+
+def test_masks_are_read_as_real_where_nonzero():
+    """Documented binarisation: any nonzero mask value is a real token (validate_inputs rejects values not 0/1)."""
+    model = perturb(CaduceusForSequenceClassification(tiny_config(rcps=True, num_labels=2)), seed=23).eval()
+    ids = random_ids(2, 12, seed=24)
+    mask = _gapped_mask(ids, seed=25)
+    with torch.no_grad():
+        expected = model(ids, attention_mask=mask).logits
+        for variant in (mask.bool(), mask.float(), mask * 3, mask.float() * 0.5):
+            torch.testing.assert_close(model(ids, attention_mask=variant).logits, expected, rtol=0, atol=0)
+
+
+def test_a_row_without_real_tokens_gives_finite_outputs():
+    ids = random_ids(2, 6)
+    mask = torch.tensor([[0] * 6, [1] * 6])
+    for pooling in ("mean", "max", "first", "last"):
+        model = CaduceusForSequenceClassification(tiny_config(rcps=True, pooling_strategy=pooling)).eval()
+        with torch.no_grad():
+            logits = model(ids, attention_mask=mask).logits
+        torch.testing.assert_close(logits[0], torch.zeros(2))
+        torch.testing.assert_close(logits[1], model(ids[1:]).logits[0])
+
+
 @pytest.mark.parametrize("pooling", ["mean", "max", "first", "last"])
 @pytest.mark.parametrize("rcps", [False, True])
 def test_pooling_respects_the_attention_mask(pooling, rcps):
@@ -446,6 +521,59 @@ def test_regression_and_multilabel_heads():
     out = model(random_ids(2, 8), labels=target)
     torch.testing.assert_close(out.loss, torch.nn.functional.binary_cross_entropy_with_logits(out.logits, target))
     assert model.config.problem_type == "multi_label_classification"
+
+
+def test_classification_losses_with_num_items_in_batch():
+    """Trainer's normaliser: every problem type sums its per-item losses and divides by num_items_in_batch."""
+    ids = random_ids(2, 8)
+    F = torch.nn.functional
+    cases = [
+        (dict(num_labels=3), torch.tensor([2, 0]), lambda lg, y: F.cross_entropy(lg, y, reduction="sum")),
+        (dict(num_labels=1), torch.tensor([0.5, -1.0]), lambda lg, y: ((lg.squeeze(-1) - y) ** 2).sum()),
+        (dict(num_labels=3, problem_type="multi_label_classification"), torch.tensor([[1.0, 0, 1], [0, 0, 1]]),
+         lambda lg, y: F.binary_cross_entropy_with_logits(lg, y, reduction="sum")),
+    ]
+    for options, labels, summed in cases:
+        config = tiny_config(**options)
+        model = CaduceusForSequenceClassification(config)
+        out = model(ids, labels=labels, num_items_in_batch=torch.tensor(8))
+        torch.testing.assert_close(out.loss, summed(out.logits, labels) / 8)
+        assert config.problem_type == options.get("problem_type")
+    token = CaduceusForTokenClassification(tiny_config(num_labels=3))
+    labels = torch.tensor([[0, 1, 2, -100, 1, 1, 0, -100]] * 2)
+    out = token(ids, labels=labels, num_items_in_batch=20)
+    ce = F.cross_entropy(out.logits.reshape(-1, 3), labels.reshape(-1), ignore_index=-100, reduction="sum")
+    torch.testing.assert_close(out.loss, ce / 20)
+    assert token(ids, labels=torch.full_like(ids, -100)).loss.item() == 0.0
+
+
+@pytest.mark.parametrize("rcps", [False, True])
+@pytest.mark.parametrize(
+    "head, labels",
+    [
+        (Caduceus, None),
+        (CaduceusForMaskedLM, torch.tensor([[7, -100, 9, 10, -100, 8]] * 2)),
+        (CaduceusForSequenceClassification, torch.tensor([1, 0])),
+        (CaduceusForTokenClassification, torch.tensor([[1, -100, 0, 1, 1, 0]] * 2)),
+    ],
+)
+def test_return_dict_false_is_the_dict_output_as_a_tuple(head, labels, rcps):
+    model = perturb(head(tiny_config(rcps=rcps)), seed=36).eval()
+    ids = random_ids(2, 6, seed=37)
+    mask = torch.tensor([[1, 1, 0, 1, 1, 1], [0, 1, 1, 1, 1, 1]])
+    kwargs = dict(attention_mask=mask, output_hidden_states=True)
+    if labels is not None:
+        kwargs["labels"] = labels
+    with torch.no_grad():
+        as_dict = model(ids, **kwargs)
+        as_tuple = model(ids, return_dict=False, **kwargs)
+        model.config.return_dict = False
+        from_config = model(ids, **kwargs)
+    assert type(as_tuple) is tuple and type(from_config) is tuple
+    expected = as_dict.to_tuple()
+    assert len(as_tuple) == len(expected) == (3 if labels is not None else 2)
+    torch.testing.assert_close(as_tuple, expected, rtol=0, atol=0)
+    torch.testing.assert_close(from_config, expected, rtol=0, atol=0)
 
 
 # --- training paths -------------------------------------------------------------------------------------------------
@@ -497,13 +625,9 @@ def test_bfloat16_on_cpu():
 # --- bad input ------------------------------------------------------------------------------------------------------
 
 
-def test_bad_inputs_give_clear_errors():
+def test_bad_shapes_give_clear_errors_in_forward():
     model = CaduceusForMaskedLM(tiny_config())
     ids = random_ids(2, 8)
-    with pytest.raises(ValueError, match="outside the vocabulary"):
-        model(torch.tensor([[7, 8, 99]]))
-    with pytest.raises(ValueError, match="outside the vocabulary"):
-        model(torch.tensor([[7, -1]]))
     with pytest.raises(ValueError, match="shape"):
         model(ids[0])
     with pytest.raises(ValueError, match="empty"):
@@ -512,16 +636,102 @@ def test_bad_inputs_give_clear_errors():
         model(ids, attention_mask=torch.ones(2, 7))
     with pytest.raises(ValueError, match="exactly one"):
         model()
-    with pytest.raises(ValueError, match="labels"):
-        model(ids, labels=torch.full_like(ids, 40))
+    with pytest.raises(ValueError, match="labels must have shape"):
+        model(ids, labels=ids[:, :3])
     with pytest.raises(ValueError, match="integer"):
         model(ids.float())
-    classifier = CaduceusForSequenceClassification(tiny_config())
-    with pytest.raises(ValueError, match="no real tokens"):
-        classifier(ids, attention_mask=torch.tensor([[0] * 8, [1] * 8]))
 
 
 def test_auto_classes_are_registered():
     config = AutoModelForMaskedLM.from_pretrained(FIXTURES / "mlm_ph").config
     assert type(config) is CaduceusConfig
     assert caduceus_hf.CaduceusForTokenClassification.config_class is CaduceusConfig
+
+
+# --- embeddings: get / set / resize ---------------------------------------------------------------------------------
+
+
+def _complement_tables(model):
+    if not model.config.rcps:
+        return []
+    return [model.caduceus.backbone.embeddings.word_embeddings.complement_map, model.lm_head.complement_map]
+
+
+@pytest.mark.parametrize("rcps", [False, True])
+def test_resize_token_embeddings_no_op_forms(rcps):
+    model = perturb(CaduceusForMaskedLM(tiny_config(rcps=rcps)), seed=30).eval()
+    ids = random_ids(2, 9, seed=31)
+    with torch.no_grad():
+        before = model(ids).logits
+    assert model.resize_token_embeddings() is model.get_input_embeddings()
+    model.resize_token_embeddings(16)
+    model.resize_token_embeddings(pad_to_multiple_of=8)
+    assert model.get_input_embeddings().weight.shape[0] == 16 and model.config.vocab_size == 16
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, before, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("rcps", [False, True])
+def test_resize_token_embeddings_grows_with_self_complementary_ids(tmp_path, rcps):
+    model = perturb(CaduceusForMaskedLM(tiny_config(rcps=rcps)), seed=32).eval()
+    ids = random_ids(2, 9, seed=33)
+    with torch.no_grad():
+        before = model(ids).logits
+    embeddings = model.resize_token_embeddings(21)
+    assert embeddings is model.get_input_embeddings() and embeddings.weight.shape == (21, 16)
+    assert model.get_output_embeddings().weight is embeddings.weight  # still tied
+    assert model.config.vocab_size == 21
+    expected = [0, 1, 2, 3, 4, 5, 6, 10, 9, 8, 7, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]
+    assert [model.config.complement_map[i] for i in range(21)] == expected
+    for table in _complement_tables(model):
+        assert table.tolist() == expected
+    new_ids = torch.tensor([[7, 20, 9, 18]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits[..., :16], before, rtol=1e-6, atol=1e-6)
+        logits = model(new_ids).logits
+    assert logits.shape == (1, 4, 21)
+    if rcps:  # still exactly RC-equivariant, the new ids complementing to themselves
+        with torch.no_grad():
+            rc_logits = model(reverse_complement_ids(new_ids, model.config.complement_map)).logits
+        torch.testing.assert_close(rc_logits, logits.flip(1)[..., torch.tensor(expected)], rtol=1e-5, atol=1e-5)
+    model.save_pretrained(tmp_path)
+    reloaded = CaduceusForMaskedLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(new_ids).logits, logits, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("rcps", [False, True])
+def test_resize_token_embeddings_shrinks(tmp_path, rcps):
+    model = perturb(CaduceusForMaskedLM(tiny_config(rcps=rcps)), seed=34).eval()
+    model.resize_token_embeddings(10)
+    # T (10) is cut off, so A (7) complements to itself; C and G keep each other.
+    expected = [0, 1, 2, 3, 4, 5, 6, 7, 9, 8]
+    assert [model.config.complement_map[i] for i in range(10)] == expected
+    for table in _complement_tables(model):
+        assert table.tolist() == expected
+    ids = torch.tensor([[7, 8, 9, 1]])
+    with torch.no_grad():
+        logits = model(ids).logits
+    assert logits.shape == (1, 4, 10)
+    model.save_pretrained(tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(CaduceusForMaskedLM.from_pretrained(tmp_path).eval()(ids).logits, logits)
+
+
+@pytest.mark.parametrize("rcps", [False, True])
+def test_set_input_and_output_embeddings(rcps):
+    model = CaduceusForMaskedLM(tiny_config(rcps=rcps)).eval()
+    ids = random_ids(1, 7, seed=35)
+    assert isinstance(model.get_input_embeddings(), torch.nn.Embedding)
+    assert type(model.get_output_embeddings()) is torch.nn.Linear
+    with torch.no_grad():  # the input embedding's output is what forward takes as inputs_embeds
+        torch.testing.assert_close(model(inputs_embeds=model.get_input_embeddings()(ids)).logits, model(ids).logits)
+    embedding = torch.nn.Embedding(16, 16)
+    model.set_input_embeddings(embedding)
+    assert model.get_input_embeddings().weight is embedding.weight
+    model.set_output_embeddings(torch.nn.Linear(16, 16, bias=False))
+    torch.nn.init.zeros_(model.get_output_embeddings().weight)
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, torch.zeros(1, 7, 16))
+        hidden = model.caduceus.backbone.embeddings(ids)
+    assert torch.equal(hidden[..., :16], embedding(ids))

@@ -55,9 +55,9 @@ def token_states(
     Returns states (batch, length, d_model) in float32 (for PS models the strand average described in the module
     docs) and a bool mask (batch, length), True at the bases (not [SEP], not padding).
     """
-    encoded = tokenizer(
-        list(sequences), padding=True, return_tensors="pt", return_special_tokens_mask=True
-    ).to(model.device)
+    encoded = tokenizer(list(sequences), padding=True, return_tensors="pt", return_special_tokens_mask=True)
+    model.validate_inputs(**encoded)  # on the host copy: a tokenizer that does not match the model fails here
+    encoded = encoded.to(model.device)
     states = model(
         encoded["input_ids"], attention_mask=encoded["attention_mask"], conjoin=False, return_dict=True
     ).last_hidden_state.float()

@@ -66,6 +66,7 @@ def fill_mask(
         for start in range(0, len(named), batch_size):
             batch = named[start : start + batch_size]
             encoded = tokenizer([text for _, text in batch], padding=True, return_tensors="pt")
+            mlm.validate_inputs(**encoded)
             logits = mlm(**encoded.to(mlm.device), conjoin=False, return_dict=True).logits.float().cpu()
             probs = logits[..., base_ids].softmax(-1)
             first = encoded["attention_mask"].argmax(-1).cpu()

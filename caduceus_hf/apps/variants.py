@@ -63,6 +63,7 @@ def masked_log_probs(
     # The first real token, whichever side the padding is on; one token per base.
     tokens = attention_mask.argmax(-1) + torch.as_tensor(positions, dtype=torch.long)
     input_ids[rows, tokens] = tokenizer.mask_token_id
+    model.validate_inputs(input_ids=input_ids, attention_mask=attention_mask)
     logits = model(
         input_ids.to(model.device), attention_mask=attention_mask.to(model.device), conjoin=False, return_dict=True
     ).logits

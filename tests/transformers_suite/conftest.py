@@ -46,6 +46,15 @@ def _ensure_suite() -> str | None:
 SUITE_UNAVAILABLE = _ensure_suite()
 
 
+# Markers that transformers' test files put on their tests (the repository runs with --strict-markers).
+HF_MARKERS = ("accelerate_tests", "flash_attn_test", "flash_attn_3_test", "flash_attn_4_test", "torch_compile_test")
+
+
+def pytest_configure(config):
+    for marker in HF_MARKERS:
+        config.addinivalue_line("markers", f"{marker}: used by transformers' common tests")
+
+
 def pytest_collection_modifyitems(config, items):
     if SUITE_UNAVAILABLE is None:
         return
