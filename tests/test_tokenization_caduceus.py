@@ -379,8 +379,12 @@ def test_none_and_non_str_inputs_raise_clear_errors(tok):
 def test_invalid_constructor_arguments():
     with pytest.raises(ValueError, match="fixed vocabulary"):
         CaduceusTokenizer(vocab={"A": 0})
-    with pytest.raises(ValueError, match="pad_token='<pad>'"):
-        CaduceusTokenizer(pad_token="<pad>")
+    with pytest.raises(ValueError, match="no merges"):
+        CaduceusTokenizer(merges=[("A", "C")])
+    with pytest.raises(ValueError, match="unk_token='<unk>'"):
+        CaduceusTokenizer(unk_token="<unk>")
+    with pytest.raises(ValueError, match="does not take tokenizer_object"):
+        CaduceusTokenizer(tokenizer_object=CaduceusTokenizer().backend_tokenizer)
 
 
 def test_too_long_sequences_warn_or_truncate():
