@@ -112,7 +112,7 @@ def _template_framing(post_processor: Any) -> tuple[list[str], list[str]] | None
 
 
 # Byte -> id of its upper-case character for ASCII text (str.upper maps ASCII to ASCII one to one), for bytes.translate.
-_ASCII_IDS = bytes(dna.VOCAB.get(chr(b).upper(), dna.VOCAB["[UNK]"]) for b in range(128)) + bytes(128)
+_ASCII_IDS = bytes(dna.VOCAB.get(chr(b).upper(), dna.VOCAB["[UNK]"]) if b < 128 else dna.VOCAB["[UNK]"] for b in range(256))
 # Every added token of the vocabulary starts with "[": text without it cannot contain one.
 _ADDED_TOKEN_START = "["
 # _encode_plus arguments the lookup path reproduces; any other argument (or value) goes to the Rust backend.
@@ -431,7 +431,7 @@ class CaduceusTokenizer(TokenizersBackend):
             if max_length is None or budget < 0 or kwargs.get("stride", 0):
                 return None
             keep_end = self.truncation_side == "left"
-            rows = [row[len(row) - budget :] if keep_end else row[:budget] for row in rows]
+            rows = [row[max(len(row) - budget, 0) :] if keep_end else row[:budget] for row in rows]
         rows = [before + row + after for row in rows]
         lengths = [len(row) for row in rows]
 
@@ -443,12 +443,12 @@ class CaduceusTokenizer(TokenizersBackend):
             multiple = kwargs.get("pad_to_multiple_of")
             if multiple and width % multiple:
                 width += multiple - width % multiple
-            if not 0 <= self.pad_token_id < 256:
+            if width is None or not 0 <= self.pad_token_id < 256:
                 return None
-        elif return_tensors is not None and len(set(lengths)) > 1:
-            return None  # the backend path raises its own error about ragged tensors
-        left = (kwargs.get("padding_side") or self.padding_side) == "left"
         n_pad = [max(width - n, 0) if width is not None else 0 for n in lengths]
+        if return_tensors is not None and len({n + k for n, k in zip(lengths, n_pad)}) > 1:
+            return None  # ragged rows: the backend path builds (or refuses) them its own way
+        left = (kwargs.get("padding_side") or self.padding_side) == "left"
 
         def framed(real: bytes, pad: bytes, k: int) -> bytes:
             return pad * k + real if left else real + pad * k

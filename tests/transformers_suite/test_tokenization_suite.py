@@ -65,11 +65,11 @@ class CaduceusTokenizationTest(
     def tearDownClass(cls) -> None:
         shutil.rmtree(cls.tmpdirname, ignore_errors=True)
 
-    def setUp(self) -> None:
-        reason = NOT_APPLICABLE.get(self._testMethodName.split("_0")[0]) or NOT_APPLICABLE.get(self._testMethodName)
-        if reason:
-            self.skipTest(reason)
-
     def get_input_output_texts(self, tokenizer):
         # The mixin's default joins vocabulary tokens with a space, which is an unknown character here.
         return "acgtN ACG", "".join(original_tokens("acgtN ACG"))
+
+
+# getattr fails when a listed test no longer exists in the installed transformers: the list stays honest.
+for _name, _reason in NOT_APPLICABLE.items():
+    setattr(CaduceusTokenizationTest, _name, unittest.skip(_reason)(getattr(CaduceusTokenizationTest, _name)))
