@@ -276,17 +276,18 @@ _WITHOUT_PACKAGE = textwrap.dedent(
     """
     import json, sys
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
-    texts = json.loads(sys.argv[2])
+    texts = json.loads(sys.argv[1])
     out = {}
-    for loader in (AutoTokenizer, PreTrainedTokenizerFast):
-        t = loader.from_pretrained(sys.argv[1])
-        out[loader.__name__] = {
-            "class": type(t).__name__,
-            "ids": t(texts, padding=True)["input_ids"],
-            "decoded": t.decode([7, 8, 9, 10, 11, 1]),
-            "special_ids": sorted(t.all_special_ids),
-            "model_max_length": t.model_max_length,
-        }
+    for directory in sys.argv[2:]:
+        for loader in (AutoTokenizer, PreTrainedTokenizerFast):
+            t = loader.from_pretrained(directory)
+            out[f"{directory} {loader.__name__}"] = {
+                "class": type(t).__name__,
+                "ids": t(texts, padding=True)["input_ids"],
+                "decoded": t.decode([7, 8, 9, 10, 11, 1]),
+                "special_ids": sorted(t.all_special_ids),
+                "model_max_length": t.model_max_length,
+            }
     out["caduceus_hf imported"] = "caduceus_hf" in sys.modules
     print(json.dumps(out))
     """
@@ -294,10 +295,17 @@ _WITHOUT_PACKAGE = textwrap.dedent(
 
 
 def test_saved_files_load_in_plain_transformers_without_the_package(tmp_path, tok):
-    tok.save_pretrained(tmp_path)
-    texts = ["acgtN[MASK]x", "", "ßŉ\nRY", "ACGT"]
+    # The default tokenizer, and one changed through the standard API.
+    changed = CaduceusTokenizer(add_bos_token=True, model_max_length=1000)
+    changed.add_tokens(["<motif>"])
+    changed.add_special_tokens({"eos_token": "<eos>"})
+    changed.add_eos_token = True
+    tokenizers = {"default": tok, "changed": changed}
+    for name, t in tokenizers.items():
+        t.save_pretrained(tmp_path / name)
+    texts = ["acgtN[MASK]x", "", "ßŉ\nRY", "ACGT", "ac<motif>gt"]
     proc = subprocess.run(
-        [sys.executable, "-c", _WITHOUT_PACKAGE, str(tmp_path), json.dumps(texts)],
+        [sys.executable, "-c", _WITHOUT_PACKAGE, json.dumps(texts), *tokenizers],
         capture_output=True,
         text=True,
         timeout=120,
@@ -306,13 +314,15 @@ def test_saved_files_load_in_plain_transformers_without_the_package(tmp_path, to
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out.pop("caduceus_hf imported") is False
-    expected_ids = tok(texts, padding=True)["input_ids"]
-    for loaded in out.values():
+    assert len(out) == 4
+    assert changed("AC")["input_ids"] == [2, 7, 8, 1, 13]
+    for key, loaded in out.items():
+        t = tokenizers[key.split()[0]]
         assert loaded["class"] == TokenizersBackend.__name__
-        assert loaded["ids"] == expected_ids
+        assert loaded["ids"] == t(texts, padding=True)["input_ids"]
         assert loaded["decoded"] == "ACGTN[SEP]"
-        assert loaded["special_ids"] == sorted(tok.all_special_ids)
-        assert loaded["model_max_length"] == 131072
+        assert loaded["special_ids"] == sorted(t.all_special_ids)
+        assert loaded["model_max_length"] == t.model_max_length
 
 
 def test_canonical_files_match_the_class(tmp_path):
