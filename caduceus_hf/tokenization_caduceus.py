@@ -112,7 +112,7 @@ def _template_framing(post_processor: Any) -> tuple[list[str], list[str]] | None
 
 
 # Byte -> id of its upper-case character for ASCII text (str.upper maps ASCII to ASCII one to one), for bytes.translate.
-_ASCII_IDS = bytes(dna.VOCAB.get(chr(b).upper(), dna.VOCAB["[UNK]"]) if b < 128 else dna.VOCAB["[UNK]"] for b in range(256))
+_ASCII_IDS = bytes(dna.VOCAB.get(chr(b).upper() if b < 128 else "", dna.VOCAB["[UNK]"]) for b in range(256))
 # Every added token of the vocabulary starts with "[": text without it cannot contain one.
 _ADDED_TOKEN_START = "["
 # _encode_plus arguments the lookup path reproduces; any other argument (or value) goes to the Rust backend.
@@ -352,7 +352,9 @@ class CaduceusTokenizer(TokenizersBackend):
             mask += [1] * len(before) + [0] * len(token_ids_1) + [1] * len(after)
         return mask
 
-    def train_new_from_iterator(self, text_iterator: Any, vocab_size: int, *args: Any, **kwargs: Any) -> TokenizersBackend:
+    def train_new_from_iterator(
+        self, text_iterator: Any, vocab_size: int, *args: Any, **kwargs: Any
+    ) -> TokenizersBackend:
         """Train a new vocabulary with this pipeline (upper-casing, [SEP] appended); returns a `TokenizersBackend`.
 
         The result is not a `CaduceusTokenizer`: its vocabulary is no longer the one of the Caduceus checkpoints.
@@ -394,16 +396,18 @@ class CaduceusTokenizer(TokenizersBackend):
                     ) from err
             raise
 
-    def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False, **kwargs: Any) -> list[str]:
+    def tokenize(
+        self, text: str, pair: str | None = None, add_special_tokens: bool = False, **kwargs: Any
+    ) -> list[str]:
         return self._backend_encode_plus(text, pair, add_special_tokens=add_special_tokens, **kwargs).tokens()
 
     def _lookup_encode(self, text: Any, kwargs: dict[str, Any]) -> BatchEncoding | None:
         """The backend's BatchEncoding for ASCII texts without added tokens, by table lookup; None where it cannot.
 
         Reproduces the backend's truncation (longest_first / only_first), padding (longest, max_length, multiples,
-        either side), attention / special-tokens / token-type masks, lengths, tensors ("pt", "np") and the too-long
-        warning. Offsets, overflow, pairs, pre-split words, other tensor types and any tokenizer with added tokens
-        beyond the 12 of the vocabulary go to the backend.
+        either side), attention / special-tokens / token-type masks, offsets (one character per token), lengths,
+        tensors ("pt", "np") and the too-long warning. Overflow, pairs, pre-split words, other tensor types and any
+        tokenizer with added tokens beyond the 12 of the vocabulary go to the backend.
         """
         batched = isinstance(text, (list, tuple))
         texts = text if batched else [text]
@@ -411,7 +415,6 @@ class CaduceusTokenizer(TokenizersBackend):
         if (
             not kwargs.keys() <= _LOOKUP_ARGUMENTS
             or kwargs.get("is_split_into_words")
-            or kwargs.get("return_offsets_mapping")
             or kwargs.get("return_overflowing_tokens")
             or return_tensors not in (None, "pt", "np")
             or self._tokenizer.get_vocab_size(with_added_tokens=True) != len(dna.VOCAB)
@@ -420,6 +423,7 @@ class CaduceusTokenizer(TokenizersBackend):
             return None
         before, after = self._lookup_framing if kwargs.get("add_special_tokens", True) else (b"", b"")
         rows = [t.encode("ascii").translate(_ASCII_IDS) for t in texts]
+        starts = [0] * len(rows)  # index of the first kept character of each text
 
         # 1. Truncation: the backend cuts the text, then adds the special tokens.
         truncation = kwargs.get("truncation_strategy", TruncationStrategy.DO_NOT_TRUNCATE)
@@ -430,8 +434,10 @@ class CaduceusTokenizer(TokenizersBackend):
                 return None
             if max_length is None or budget < 0 or kwargs.get("stride", 0):
                 return None
-            keep_end = self.truncation_side == "left"
-            rows = [row[max(len(row) - budget, 0) :] if keep_end else row[:budget] for row in rows]
+            if self.truncation_side == "left":
+                starts = [max(len(row) - budget, 0) for row in rows]
+            rows = [row[start : start + budget] for row, start in zip(rows, starts)]
+        kept = [len(row) for row in rows]
         rows = [before + row + after for row in rows]
         lengths = [len(row) for row in rows]
 
@@ -448,6 +454,8 @@ class CaduceusTokenizer(TokenizersBackend):
         n_pad = [max(width - n, 0) if width is not None else 0 for n in lengths]
         if return_tensors is not None and len({n + k for n, k in zip(lengths, n_pad)}) > 1:
             return None  # ragged rows: the backend path builds (or refuses) them its own way
+        if return_tensors is not None and kwargs.get("return_offsets_mapping") and lengths[0] + n_pad[0] == 0:
+            return None  # empty rows: the backend's offsets lose their pair axis
         left = (kwargs.get("padding_side") or self.padding_side) == "left"
 
         def framed(real: bytes, pad: bytes, k: int) -> bytes:
@@ -475,10 +483,18 @@ class CaduceusTokenizer(TokenizersBackend):
         verbose = kwargs.get("verbose", True)
         for row in columns["input_ids"]:
             self._eventual_warn_about_too_long_sequence(row, max_length, verbose)
+        # Offsets: (i, i + 1) for the token of character i, (0, 0) for special tokens and padding.
+        offset_spans = [(k * left + len(before), start, n) for k, start, n in zip(n_pad, starts, kept)]
 
         data: dict[str, Any]
         if return_tensors is None:
             data = {key: [list(row) for row in value] for key, value in columns.items()}
+            if kwargs.get("return_offsets_mapping"):
+                data["offset_mapping"] = [
+                    [(0, 0)] * first + list(zip(range(start, start + n), range(start + 1, start + n + 1)))
+                    + [(0, 0)] * (len(row) - first - n)
+                    for (first, start, n), row in zip(offset_spans, columns["input_ids"])
+                ]
             if kwargs.get("return_length"):
                 data["length"] = [len(row) for row in columns["input_ids"]]
             if not batched:
@@ -489,13 +505,19 @@ class CaduceusTokenizer(TokenizersBackend):
                 key: np.frombuffer(b"".join(value), dtype=np.uint8).reshape(shape).astype(np.int64)
                 for key, value in columns.items()
             }
+            if kwargs.get("return_offsets_mapping"):
+                offsets = np.zeros((*shape, 2), dtype=np.int64)
+                for row, (first, start, n) in zip(offsets, offset_spans):
+                    row[first : first + n, 0] = np.arange(start, start + n)
+                    row[first : first + n, 1] = np.arange(start + 1, start + n + 1)
+                data["offset_mapping"] = offsets
             if kwargs.get("return_length"):
                 data["length"] = np.full(len(rows), shape[1], dtype=np.int64)
             if return_tensors == "pt":
                 data = {key: torch.from_numpy(value) for key, value in data.items()}
-        backend_call = functools.partial(
-            self._backend_encode_plus, text, **{**kwargs, "padding_side": kwargs.get("padding_side") or self.padding_side}
-        )
+        # The encodings come from the same call, with the padding side of now.
+        backend_kwargs = {**kwargs, "padding_side": kwargs.get("padding_side") or self.padding_side}
+        backend_call = functools.partial(self._backend_encode_plus, text, **backend_kwargs)
         return _EncodingsOnDemand(data, backend_call, tensor_type=return_tensors, n_sequences=1)
 
     def _decode(self, token_ids: int | list[int] | Mapping[str, list[int]], **kwargs: Any) -> str:
