@@ -13,11 +13,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from transformers import AutoTokenizer, DataCollatorForLanguageModeling, TokenizersBackend
+from transformers import AutoTokenizer, BatchEncoding, DataCollatorForLanguageModeling, TokenizersBackend
 from transformers.testing_utils import CaptureLogger
 from transformers.utils import logging as hf_logging
 
@@ -275,17 +276,18 @@ _WITHOUT_PACKAGE = textwrap.dedent(
     """
     import json, sys
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
-    texts = json.loads(sys.argv[2])
+    texts = json.loads(sys.argv[1])
     out = {}
-    for loader in (AutoTokenizer, PreTrainedTokenizerFast):
-        t = loader.from_pretrained(sys.argv[1])
-        out[loader.__name__] = {
-            "class": type(t).__name__,
-            "ids": t(texts, padding=True)["input_ids"],
-            "decoded": t.decode([7, 8, 9, 10, 11, 1]),
-            "special_ids": sorted(t.all_special_ids),
-            "model_max_length": t.model_max_length,
-        }
+    for directory in sys.argv[2:]:
+        for loader in (AutoTokenizer, PreTrainedTokenizerFast):
+            t = loader.from_pretrained(directory)
+            out[f"{directory} {loader.__name__}"] = {
+                "class": type(t).__name__,
+                "ids": t(texts, padding=True)["input_ids"],
+                "decoded": t.decode([7, 8, 9, 10, 11, 1]),
+                "special_ids": sorted(t.all_special_ids),
+                "model_max_length": t.model_max_length,
+            }
     out["caduceus_hf imported"] = "caduceus_hf" in sys.modules
     print(json.dumps(out))
     """
@@ -293,10 +295,17 @@ _WITHOUT_PACKAGE = textwrap.dedent(
 
 
 def test_saved_files_load_in_plain_transformers_without_the_package(tmp_path, tok):
-    tok.save_pretrained(tmp_path)
-    texts = ["acgtN[MASK]x", "", "ßŉ\nRY", "ACGT"]
+    # The default tokenizer, and one changed through the standard API.
+    changed = CaduceusTokenizer(add_bos_token=True, model_max_length=1000)
+    changed.add_tokens(["<motif>"])
+    changed.add_special_tokens({"eos_token": "<eos>"})
+    changed.add_eos_token = True
+    tokenizers = {"default": tok, "changed": changed}
+    for name, t in tokenizers.items():
+        t.save_pretrained(tmp_path / name)
+    texts = ["acgtN[MASK]x", "", "ßŉ\nRY", "ACGT", "ac<motif>gt"]
     proc = subprocess.run(
-        [sys.executable, "-c", _WITHOUT_PACKAGE, str(tmp_path), json.dumps(texts)],
+        [sys.executable, "-c", _WITHOUT_PACKAGE, json.dumps(texts), *tokenizers],
         capture_output=True,
         text=True,
         timeout=120,
@@ -305,13 +314,15 @@ def test_saved_files_load_in_plain_transformers_without_the_package(tmp_path, to
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out.pop("caduceus_hf imported") is False
-    expected_ids = tok(texts, padding=True)["input_ids"]
-    for loaded in out.values():
+    assert len(out) == 4
+    assert changed("AC")["input_ids"] == [2, 7, 8, 1, 13]
+    for key, loaded in out.items():
+        t = tokenizers[key.split()[0]]
         assert loaded["class"] == TokenizersBackend.__name__
-        assert loaded["ids"] == expected_ids
+        assert loaded["ids"] == t(texts, padding=True)["input_ids"]
         assert loaded["decoded"] == "ACGTN[SEP]"
-        assert loaded["special_ids"] == sorted(tok.all_special_ids)
-        assert loaded["model_max_length"] == 131072
+        assert loaded["special_ids"] == sorted(t.all_special_ids)
+        assert loaded["model_max_length"] == t.model_max_length
 
 
 def test_canonical_files_match_the_class(tmp_path):
@@ -379,8 +390,12 @@ def test_none_and_non_str_inputs_raise_clear_errors(tok):
 def test_invalid_constructor_arguments():
     with pytest.raises(ValueError, match="fixed vocabulary"):
         CaduceusTokenizer(vocab={"A": 0})
-    with pytest.raises(ValueError, match="pad_token='<pad>'"):
-        CaduceusTokenizer(pad_token="<pad>")
+    with pytest.raises(ValueError, match="no merges"):
+        CaduceusTokenizer(merges=[("A", "C")])
+    with pytest.raises(ValueError, match="unk_token='<unk>'"):
+        CaduceusTokenizer(unk_token="<unk>")
+    with pytest.raises(ValueError, match="does not take tokenizer_object"):
+        CaduceusTokenizer(tokenizer_object=CaduceusTokenizer().backend_tokenizer)
 
 
 def test_too_long_sequences_warn_or_truncate():
@@ -396,3 +411,225 @@ def test_too_long_sequences_warn_or_truncate():
     assert len(ids) == 13
     assert "longer than the specified maximum sequence length" in captured.out
     assert tok("ACGT" * 3, truncation=True)["input_ids"] == [7, 8, 9, 10, 7, 8, 9, 1]
+
+
+# --- the lookup path (ASCII text without "[") against the Rust backend -----------------------------------------------
+
+
+def _backend_only() -> CaduceusTokenizer:
+    """A CaduceusTokenizer whose every call goes through the Rust backend: the reference for the lookup path."""
+    reference = CaduceusTokenizer()
+    reference._lookup_encode = lambda text, kwargs: None
+    return reference
+
+
+def _nested_lists(value):
+    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 0:
+        return value.item()
+    if isinstance(value, (torch.Tensor, np.ndarray, list, tuple)):
+        return [_nested_lists(v) for v in value]
+    return value
+
+
+def _assert_same_encoding(got, expected):
+    assert list(got.keys()) == list(expected.keys())
+    for key, value in expected.items():
+        assert type(got[key]) is type(value), key
+        if isinstance(value, (torch.Tensor, np.ndarray)):
+            assert got[key].dtype == value.dtype and got[key].shape == value.shape, key
+            assert _nested_lists(got[key]) == _nested_lists(value), key
+        else:
+            assert got[key] == value, key  # offsets: lists of tuples, as the backend gives
+    assert got.n_sequences == expected.n_sequences
+    assert got.is_fast == expected.is_fast
+    assert [e.ids for e in got.encodings] == [e.ids for e in expected.encodings]
+    assert [e.tokens for e in got.encodings] == [e.tokens for e in expected.encodings]
+
+
+@pytest.fixture(scope="module")
+def lookup_and_reference() -> tuple[CaduceusTokenizer, CaduceusTokenizer]:
+    return CaduceusTokenizer(), _backend_only()
+
+
+ASCII_DNA = st.text(alphabet="ACGTNacgtnRYKMSWBDHV0189 \n\t-.", max_size=40)
+CALL_ARGUMENTS = st.fixed_dictionaries(
+    {},
+    optional={
+        "add_special_tokens": st.booleans(),
+        "padding": st.sampled_from([False, True, "longest", "max_length"]),
+        "truncation": st.sampled_from([False, True, "longest_first", "only_first"]),
+        "max_length": st.integers(0, 45),
+        "pad_to_multiple_of": st.sampled_from([None, 4, 8]),
+        "padding_side": st.sampled_from(["left", "right"]),
+        "return_tensors": st.sampled_from([None, "pt", "np"]),
+        "return_token_type_ids": st.booleans(),
+        "return_attention_mask": st.booleans(),
+        "return_special_tokens_mask": st.booleans(),
+        "return_length": st.booleans(),
+        "return_offsets_mapping": st.booleans(),
+    },
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    texts=st.one_of(ASCII_DNA, st.lists(ASCII_DNA, min_size=1, max_size=4)),
+    arguments=CALL_ARGUMENTS,
+    add_bos_token=st.booleans(),
+    truncation_side=st.sampled_from(["left", "right"]),
+)
+def test_lookup_path_gives_the_backend_batch_encoding(
+    lookup_and_reference, texts, arguments, add_bos_token, truncation_side
+):
+    tok, reference = lookup_and_reference
+    tok.add_bos_token = reference.add_bos_token = add_bos_token
+    tok.truncation_side = reference.truncation_side = truncation_side
+    try:
+        expected = reference(texts, **arguments)
+    except ValueError as err:  # e.g. ragged tensors, or max_length below the special tokens
+        with pytest.raises(type(err)):
+            tok(texts, **arguments)
+        return
+    got = tok(texts, **arguments)
+    _assert_same_encoding(got, expected)
+
+
+def test_lookup_path_takes_the_common_calls_and_leaves_the_rest_to_the_backend(tok):
+    from caduceus_hf.tokenization_caduceus import _EncodingsOnDemand
+
+    for call in (
+        lambda: tok("acgtN"),
+        lambda: tok(["ACGT", "a"], padding=True, return_tensors="pt"),
+        lambda: tok(["ACGT", "a"], truncation=True, max_length=3, return_special_tokens_mask=True),
+        lambda: tok("ACGT", return_offsets_mapping=True),
+    ):
+        assert type(call()) is _EncodingsOnDemand
+    for call in (
+        lambda: tok("AC[MASK]"),  # added tokens in the text
+        lambda: tok("ACßG"),  # non-ASCII: str.upper may expand
+        lambda: tok("AC", "GT"),  # pairs
+        lambda: tok(["ACGT", "A"], truncation=True, max_length=2, return_overflowing_tokens=True),
+        lambda: tok(["ACGT"], is_split_into_words=True),
+    ):
+        assert type(call()) is BatchEncoding
+
+
+def test_lookup_path_encodings_on_demand(tok):
+    encoded = tok(["acgT", "n"], padding=True)
+    assert encoded.tokens(1) == ["[PAD]", "[PAD]", "[PAD]", "N", "[SEP]"]
+    assert encoded.char_to_token(0, 2) == 2 and encoded.token_to_chars(0, 3) == (3, 4)
+    assert encoded.word_ids(0) == [0, 0, 0, 0, None]
+    restored = pickle.loads(pickle.dumps(tok("ACG")))
+    assert restored["input_ids"] == [7, 8, 9, 1] and restored.tokens() == ["A", "C", "G", "[SEP]"]
+
+
+def test_lookup_path_warns_about_too_long_sequences():
+    tok, reference = CaduceusTokenizer(model_max_length=4), _backend_only()
+    reference.model_max_length = 4
+    logger = hf_logging.get_logger("transformers.tokenization_utils_base")
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()
+    try:
+        for t in (tok, reference):
+            with CaptureLogger(logger) as captured:
+                t("ACGTACGT")
+            assert "longer than the specified maximum sequence length" in captured.out
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def test_lookup_path_follows_added_tokens_and_special_token_changes():
+    tok = CaduceusTokenizer()
+    tok.add_tokens(["acg"])  # a new token: the backend must find it, so the lookup path stands aside
+    ids = tok("TTacgTT", add_special_tokens=False)["input_ids"]
+    assert ids == [10, 10, 12, 10, 10] == tok.backend_tokenizer.encode("TTacgTT", add_special_tokens=False).ids
+    tok = CaduceusTokenizer()
+    tok.sep_token = "[CLS]"
+    assert tok("AC")["input_ids"] == [7, 8, 0] == tok.backend_tokenizer.encode("AC").ids
+
+
+# --- standard API: works and round-trips, or is refused at the call ---------------------------------------------------
+
+
+def _reloaded(tok: CaduceusTokenizer, tmp_path: Path, loader=AutoTokenizer):
+    target = tmp_path / f"saved{len(list(tmp_path.iterdir()))}"
+    tok.save_pretrained(target)
+    return loader.from_pretrained(target)
+
+
+def test_the_tokenizer_model_type_is_declared_and_rebuilds_from_tokenizer_json(tmp_path, tok):
+    tok.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "tokenizer.json").read_text())
+    assert CaduceusTokenizer.model.__name__ == saved["model"]["type"] == "BPE"
+    # What transformers' loaders and TokenizersExtractor pass: the vocabulary and the (empty) merges of the file.
+    rebuilt = CaduceusTokenizer(vocab=saved["model"]["vocab"], merges=saved["model"]["merges"])
+    as_pairs = CaduceusTokenizer(vocab=[(t, 0.0) for t in sorted(VOCAB, key=VOCAB.get)])
+    text = "acgtN[MASK]x"
+    assert rebuilt(text)["input_ids"] == as_pairs(text)["input_ids"] == original_ids(text)
+
+
+@pytest.mark.parametrize("loader", [AutoTokenizer, CaduceusTokenizer])
+def test_add_bos_token_keeps_sep_and_round_trips(tmp_path, loader):
+    tok = CaduceusTokenizer(add_bos_token=True)
+    assert tok("ACG")["input_ids"] == [2, 7, 8, 9, 1] == tok.backend_tokenizer.encode("ACG").ids
+    assert tok("AC", "G")["input_ids"] == [2, 7, 8, 1, 2, 9, 1]
+    assert tok.get_special_tokens_mask([7, 8]) == [1, 0, 0, 1]
+    reloaded = _reloaded(tok, tmp_path, loader)
+    assert reloaded.add_bos_token and reloaded("ACG")["input_ids"] == [2, 7, 8, 9, 1]
+    tok.add_bos_token = False
+    assert tok("ACG")["input_ids"] == [7, 8, 9, 1]
+    assert _reloaded(tok, tmp_path, loader)("ACG")["input_ids"] == [7, 8, 9, 1]
+
+
+def test_add_eos_token_appends_a_different_eos_after_sep(tmp_path):
+    assert CaduceusTokenizer(add_eos_token=True)("AC")["input_ids"] == [7, 8, 1]  # eos_token is [SEP] already
+    tok = CaduceusTokenizer(add_eos_token=True, eos_token="[CLS]")
+    assert tok("AC")["input_ids"] == [7, 8, 1, 0]
+    assert _reloaded(tok, tmp_path)("AC")["input_ids"] == [7, 8, 1, 0]
+
+
+def test_special_tokens_set_to_none_round_trip(tmp_path):
+    tok = CaduceusTokenizer()
+    tok.bos_token = None
+    reloaded = _reloaded(tok, tmp_path)
+    assert reloaded.bos_token is None and reloaded("AC")["input_ids"] == [7, 8, 1]
+    reloaded.add_bos_token = True  # no bos_token: silently off, as in transformers
+    assert not reloaded.add_bos_token and reloaded("AC")["input_ids"] == [7, 8, 1]
+    no_sep = CaduceusTokenizer(sep_token=None)
+    assert no_sep("AC")["input_ids"] == [7, 8] == _reloaded(no_sep, tmp_path)("AC")["input_ids"]
+
+
+def test_added_tokens_and_new_special_tokens_round_trip(tmp_path):
+    tok = CaduceusTokenizer()
+    assert tok.add_tokens(["<motif>"]) == 1
+    assert tok.add_special_tokens({"sep_token": "<sep>", "extra_special_tokens": ["<x>"]}) == 2
+    assert len(tok) == 15 and tok.get_vocab()["<motif>"] == 12
+    text = "ac<motif>g<x>"
+    expected = [7, 8, 12, 9, 14, 13]
+    assert tok(text)["input_ids"] == expected
+    for loader in (AutoTokenizer, CaduceusTokenizer):
+        reloaded = _reloaded(tok, tmp_path, loader)
+        assert type(reloaded) is CaduceusTokenizer
+        assert reloaded(text)["input_ids"] == expected and reloaded.sep_token == "<sep>"
+        assert reloaded.get_vocab() == tok.get_vocab() and reloaded.extra_special_tokens == ["<x>"]
+    # A new special token given to the constructor is added the same way.
+    assert CaduceusTokenizer(pad_token="<pad>")(["A", "ACG"], padding=True)["input_ids"][0] == [12, 12, 7, 1]
+
+
+def test_setting_a_special_token_outside_the_vocabulary_is_refused_at_the_call(tok):
+    tok = CaduceusTokenizer()
+    with pytest.raises(ValueError, match=r"\['<nope>'\] are not in the vocabulary.*add_special_tokens"):
+        tok.sep_token = "<nope>"
+    assert tok.sep_token == "[SEP]" and tok("A")["input_ids"] == [7, 1]
+
+
+def test_train_new_from_iterator_gives_a_generic_tokenizer_that_round_trips(tmp_path):
+    tok = CaduceusTokenizer(add_bos_token=True)
+    corpus = ["ACGTACGTAAAACCCGGG", "acgtTTTTGGGGacgt"] * 20
+    trained = tok.train_new_from_iterator(corpus, vocab_size=40)
+    assert type(trained) is TokenizersBackend and len(trained) > len(tok)
+    ids = trained("acgtaaaa")["input_ids"]
+    assert ids[0] == trained.bos_token_id and ids[-1] == trained.sep_token_id and len(ids) < 10
+    assert trained.decode(ids, skip_special_tokens=True) == "ACGTAAAA"
+    reloaded = _reloaded(trained, tmp_path)
+    assert type(reloaded) is TokenizersBackend and reloaded("acgtaaaa")["input_ids"] == ids
