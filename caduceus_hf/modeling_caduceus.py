@@ -29,7 +29,7 @@ from .configuration_caduceus import CaduceusConfig
 from .dna import FRAMING_TOKEN_IDS, complement_table, flip_real_tokens, reverse_complement_ids
 from .mixer import BiMamba, Mamba, chunked, reused_buffers
 from .ops.norm import RMSNorm, norm
-from .rcps import RCPSEmbedding, RCPSLMHead, RCPSWrapper, split_strands, swap_strands, swap_strands_
+from .rcps import RCPSEmbedding, RCPSLMHead, average_strands, RCPSWrapper, split_strands, swap_strands, swap_strands_
 
 
 # The original names a norm `...norm.submodule.weight` in non-fused PS models and `...norm.weight` everywhere else;
@@ -741,8 +741,7 @@ class CaduceusForTokenClassification(CaduceusPreTrainedModel):
                                 output_hidden_states=output_hidden_states, return_dict=True, conjoin=conjoin)
         states = outputs.last_hidden_state
         if self.config.rcps:
-            fwd, rc = split_strands(states)
-            states = (fwd + rc.flip(-1)) / 2
+            states = average_strands(states)
         logits = self.score(self.dropout(states))
 
         loss = None

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from .genome import MissingExtraError
+from ..extras import MissingExtraError
 from .models import DEVICES, DTYPES
 
 
@@ -26,6 +26,8 @@ def _add_common(p: argparse.ArgumentParser, batch_size: int) -> None:
     g.add_argument("--batch-size", type=int, default=batch_size,
                    help=f"sequences per forward pass (default {batch_size})")
     g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--allow-missing", action="store_true",
+                   help="accept a checkpoint that lacks some weights (initialised as new); default: refuse it")
 
 
 def _run(command: str, body: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -34,7 +36,9 @@ def _run(command: str, body: Callable[[argparse.Namespace], int]) -> Callable[[a
 
         # transformers' per-tensor "Loading weights" bar is noise next to this command's own progress bar.
         hf_logging.disable_progress_bar()
-        if args.threads:
+        if args.threads is not None:
+            if args.threads < 1:
+                raise ValueError(f"--threads must be a positive integer, got {args.threads}")
             import torch
 
             torch.set_num_threads(args.threads)
@@ -49,12 +53,15 @@ def _run(command: str, body: Callable[[argparse.Namespace], int]) -> Callable[[a
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from .embed import embed_fasta
+    from ..genomics import check_output_file
+    from .embed import OUTPUT_FORMATS, embed_fasta
 
+    check_output_file(args.out, OUTPUT_FORMATS, "--out")
     start = time.perf_counter()
     result = embed_fasta(
         args.fasta, args.model, bed=args.bed, window=args.window, stride=args.stride, rc_average=args.rc_average,
         batch_size=args.batch_size, device=args.device, dtype=args.dtype, progress=True,
+        allow_missing=args.allow_missing,
     )
     seconds = time.perf_counter() - start
     result.save(args.out)
@@ -69,16 +76,26 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def _score_variants(args: argparse.Namespace) -> int:
+    from ..genomics import check_output_file, require
     from .variants import score_variants
 
     if args.roc_png and not args.label_key:
         raise ValueError("--roc-png needs --label-key (the ROC curve plots labelled variants)")
+    check_output_file(args.out, None, "--out")
+    if args.roc_png:
+        check_output_file(args.roc_png, (".png",), "--roc-png")
+        require("matplotlib", "the ROC plot")
+        require("sklearn.metrics", "the ROC curve")
     circular: bool | set[str] = False if args.circular is None else (set(args.circular) or True)
     result = score_variants(
         args.vcf, args.fasta, args.model, window=args.window, rc_average=args.rc_average,
         embedding_distance=args.embedding_distance, circular=circular, label_key=args.label_key,
         batch_size=args.batch_size, device=args.device, dtype=args.dtype, progress=True,
+        allow_missing=args.allow_missing,
     )
+    if args.roc_png and result.auroc() is None:
+        # Before anything is written: a failing run leaves no output.
+        raise ValueError(f"--roc-png: the ROC curve needs labelled variants of both classes ({args.label_key} 0 and 1)")
     result.write_tsv(args.out)
     print(result.summary())
     print(f"wrote {len(result.variants):,} rows to {args.out}")
@@ -91,7 +108,8 @@ def _score_variants(args: argparse.Namespace) -> int:
 def _fill_mask(args: argparse.Namespace) -> int:
     from .fill_mask import fill_mask, fill_mask_fasta
 
-    options = dict(top_k=args.top_k, batch_size=args.batch_size, device=args.device, dtype=args.dtype)
+    options = dict(top_k=args.top_k, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+                   allow_missing=args.allow_missing)
     if args.fasta:
         predictions = fill_mask_fasta(args.fasta, args.model, **options)
     else:
