@@ -178,24 +178,25 @@ def finetuning_card(
     train_loss: float | None,
 ) -> str:
     """README.md of a fine-tuned classifier."""
-    pipeline = "text-classification" if task == "sequence" else "token-classification"
+    pipeline = "token-classification" if task == "token" else "text-classification"
     lines = _front_matter(pipeline, origin)
     evaluation = "" if not metrics else ", ".join(
         f"{key.removeprefix('eval_')} {value:.4f}" for key, value in metrics.items()
-        if key in ("eval_accuracy", "eval_mcc", "eval_f1", "eval_loss")
+        if key in ("eval_accuracy", "eval_mcc", "eval_f1", "eval_mse", "eval_pearson", "eval_spearman", "eval_loss")
     )
     conjoin = "n/a (PS: both strands scored by construction)" if config.rcps else str(config.conjoin_eval)
     lines += [
         f"# Caduceus {architecture}",
         "",
         "Fine-tuned with `caduceus-hf finetune` (Hugging Face Trainer). Load it with "
-        f"`AutoModelFor{'Sequence' if task == 'sequence' else 'Token'}Classification` after `import caduceus_hf`.",
+        f"`AutoModelFor{'Token' if task == 'token' else 'Sequence'}Classification` after `import caduceus_hf`.",
         "",
         "## Model",
         "",
         *_model_rows(config, num_parameters, origin),
-        f"| head | {'pooled (' + config.pooling_strategy + ') ' if task == 'sequence' else 'per-token '}linear, "
-        f"{config.num_labels} classes: {', '.join(label_names)} |",
+        f"| head | {'per-token ' if task == 'token' else 'pooled (' + config.pooling_strategy + ') '}linear, "
+        + ("1 output (regression, MSE loss) |" if task == "regression" else
+           f"{config.num_labels} classes: {', '.join(label_names)} |"),
         f"| post-hoc reverse-complement conjoining at evaluation | {conjoin} |",
         "",
         "## Data",

@@ -22,6 +22,8 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-layer", type=int, default=2, help="number of BiMamba blocks (default 2)")
     g.add_argument("--d-state", type=int, default=16, help="SSM state size (default 16)")
     g.add_argument("--rcps", action="store_true", help="Caduceus-PS: reverse-complement parameter sharing")
+    g.add_argument("--allow-missing", action="store_true",
+                   help="accept an --init checkpoint that lacks weights besides the new head (initialised as new)")
 
 
 def _add_training_arguments(p: argparse.ArgumentParser, max_steps: int, lr: float) -> None:
@@ -85,7 +87,11 @@ def _model_source(args: argparse.Namespace) -> Any:
 
 
 def _run(command: str, args: argparse.Namespace, body) -> int:
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"caduceus-hf {command}: error: --threads must be a positive integer, got {args.threads}",
+                  file=sys.stderr)
+            return 1
         import torch
 
         torch.set_num_threads(args.threads)
@@ -119,7 +125,7 @@ def _pretrain(args: argparse.Namespace) -> int:
         max_eval_windows=args.max_eval_windows,
     )
     result = pretrain(args.fasta, _model_source(args), _training_arguments(args), options,
-                      resume_from_checkpoint=args.resume)
+                      resume_from_checkpoint=args.resume, allow_missing=args.allow_missing)
     h = result.heldout
     print(
         f"pretrained {result.global_step} steps on {len(result.data.train):,} windows -> {result.output_dir}; "
@@ -144,12 +150,15 @@ def _finetune(args: argparse.Namespace) -> int:
     )
     result = finetune(args.train_file, _model_source(args), _training_arguments(args), options,
                       pooling_strategy=args.pooling, conjoin_eval=args.conjoin_eval,
-                      resume_from_checkpoint=args.resume)
+                      resume_from_checkpoint=args.resume, allow_missing=args.allow_missing)
     m = result.metrics
+    if args.task == "regression":
+        scores = f"MSE {m['eval_mse']:.4f}, Pearson {m['eval_pearson']:.4f}, Spearman {m['eval_spearman']:.4f}"
+    else:
+        scores = f"accuracy {m['eval_accuracy']:.4f}, MCC {m['eval_mcc']:.4f}, F1 {m['eval_f1']:.4f}"
     print(
         f"fine-tuned {result.global_step} steps on {result.num_train:,} examples -> {result.output_dir}; "
-        f"evaluation over {result.num_eval:,} examples: accuracy {m['eval_accuracy']:.4f}, MCC {m['eval_mcc']:.4f}, "
-        f"F1 {m['eval_f1']:.4f}"
+        f"evaluation over {result.num_eval:,} examples: {scores}"
     )
     return 0
 
@@ -194,7 +203,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("train_file", help="CSV or TSV table with a header (plain or gzipped)")
     g = p.add_argument_group("data")
-    g.add_argument("--task", choices=("sequence", "token"), default="sequence",
+    g.add_argument("--task", choices=("sequence", "regression", "token"), default="sequence",
                    help="one label per sequence, or one per base (labels: a digit per base, or space-separated)")
     g.add_argument("--eval-file", help="evaluation table (default: hold out --eval-fraction of TRAIN_FILE)")
     g.add_argument("--eval-fraction", type=float, default=0.2, help="held-out fraction (default 0.2)")

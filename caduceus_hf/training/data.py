@@ -1,15 +1,14 @@
 """Training data for Caduceus with Trainer: genome windows from FASTA for MLM pretraining, labelled sequences from
 CSV/TSV tables for fine-tuning, and the collators that batch them.
 
-Coordinates: a `Region` is 0-based and half-open inside the library (`start`, `end`), and is written and parsed as
-samtools does, `name:start-end`, 1-based and inclusive (`chr1:1-100` is the first 100 bases).
+Coordinates: a `Region` (`caduceus_hf.genomics.Interval`) is 0-based and half-open inside the library (`start`, `end`),
+and is written and parsed as samtools does, `name:start-end`, 1-based and inclusive (`chr1:1-100` is the first 100
+bases).
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
-import io
 import math
 import os
 import re
@@ -25,19 +24,14 @@ from transformers import DataCollatorForTokenClassification, PreTrainedTokenizer
 
 from ..data_collator import LOSS_WEIGHTS_KEY, DataCollatorForNucleotideMLM
 from ..dna import FRAMING_TOKEN_IDS, reverse_complement_ids
-from ..genomics import read_fasta as stream_fasta
+from ..genomics import Interval, check_dna, open_text, parse_interval, read_fasta as stream_fasta, tile
 
 PathLike = str | os.PathLike[str]
 SEQUENCE_COLUMNS = ("seq", "sequence", "sequences", "dna")
 LABEL_COLUMNS = ("label", "labels", "target", "y")
-TASKS = ("sequence", "token")
-
-
-def _open_text(path: Path) -> io.TextIOBase:
-    """Open a plain or gzip-compressed text file (detected from its first bytes, not its name)."""
-    with open(path, "rb") as fh:
-        gzipped = fh.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rt", newline="") if gzipped else open(path, newline="")
+TASKS = ("sequence", "token", "regression")
+# Class ids above this are not class ids (a column of measurements, a typo); they would build a head this wide.
+MAX_CLASS_ID = 1000
 
 
 # --- FASTA ------------------------------------------------------------------------------------------------------------
@@ -86,33 +80,8 @@ def read_fasta_files(paths: Sequence[PathLike]) -> list[FastaRecord]:
 # --- regions, held-out split, windows ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, order=True)
-class Region:
-    """A stretch [start, end) of a record, 0-based half-open; str() gives samtools' 1-based inclusive form."""
-
-    record: str
-    start: int
-    end: int
-
-    def __len__(self) -> int:
-        return self.end - self.start
-
-    def __str__(self) -> str:
-        return f"{self.record}:{self.start + 1}-{self.end}"
-
-
-_REGION = re.compile(r"^(?P<name>.+):(?P<start>[\d,]+)-(?P<end>[\d,]+)$")
-
-
-def parse_region(text: str) -> Region:
-    """Parse samtools' `name:start-end` (1-based, inclusive; commas in numbers allowed) into a 0-based Region."""
-    match = _REGION.match(text.strip())
-    if not match:
-        raise ValueError(f"region {text!r} is not of the form name:start-end (1-based, inclusive)")
-    start, end = (int(match[key].replace(",", "")) for key in ("start", "end"))
-    if start < 1 or end < start:
-        raise ValueError(f"region {text!r}: need 1 <= start <= end")
-    return Region(match["name"], start - 1, end)
+Region = Interval
+parse_region = parse_interval
 
 
 @dataclass(frozen=True)
@@ -139,15 +108,15 @@ def split_records(
         heldout: dict[str, Region] = {}
         for item in holdout_regions:
             region = parse_region(item) if isinstance(item, str) else item
-            if region.record not in lengths:
+            if region.contig not in lengths:
                 raise ValueError(
-                    f"held-out region {region}: no record named {region.record!r} (have {sorted(lengths)})"
+                    f"held-out region {region}: no record named {region.contig!r} (have {sorted(lengths)})"
                 )
-            if region.end > lengths[region.record]:
-                raise ValueError(f"held-out region {region} ends past the record's length {lengths[region.record]}")
-            if region.record in heldout:
-                raise ValueError(f"more than one held-out region for record {region.record!r}")
-            heldout[region.record] = region
+            if region.end > lengths[region.contig]:
+                raise ValueError(f"held-out region {region} ends past the record's length {lengths[region.contig]}")
+            if region.contig in heldout:
+                raise ValueError(f"more than one held-out region for record {region.contig!r}")
+            heldout[region.contig] = region
     else:
         if not 0.0 < holdout_fraction < 1.0:
             raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
@@ -177,19 +146,16 @@ def tile_windows(
     shorter than a window is not used. Windows with more than `max_n_fraction` of N (or other non-ACGT letters, e.g.
     assembly gaps) are skipped.
     """
-    if window < 1:
-        raise ValueError(f"window must be a positive number of bases, got {window}")
-    stride = window if stride is None else stride
-    if stride < 1:
-        raise ValueError(f"stride must be a positive number of bases, got {stride}")
+    tile(1, window, stride)  # checks both
     windows = []
     for segment in segments:
-        text = sequences[segment.record]
-        for start in range(segment.start, segment.end - window + 1, stride):
+        text = sequences[segment.contig]
+        for a, b in tile(len(segment), window, stride, partial_tail=False):
+            start = segment.start + a
             chunk = text[start : start + window].upper()
             unknown = window - sum(chunk.count(base) for base in "ACGT")
             if unknown <= max_n_fraction * window:
-                windows.append(Region(segment.record, start, start + window))
+                windows.append(Region(segment.contig, start, start + window))
     return windows
 
 
@@ -231,7 +197,7 @@ class GenomeWindowDataset(Dataset):
     def text(self, index: int) -> str:
         """The raw text of window `index`, case kept."""
         w = self.windows[index]
-        return self.sequences[w.record][w.start : w.end]
+        return self.sequences[w.contig][w.start : w.end]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         text = self.text(index)
@@ -360,8 +326,9 @@ class MLMCollator:
 class LabelledSequences:
     """Sequences with class labels read from a table.
 
-    `labels` holds one class id per sequence (task "sequence") or a list of per-base class ids (task "token");
-    `label_names[i]` names class id i; `lines[i]` is the file line of example i (for error messages).
+    `labels` holds one class id per sequence (task "sequence"), a list of per-base class ids (task "token") or one
+    float per sequence (task "regression", no label names); `label_names[i]` names class id i; `lines[i]` is the file
+    line of example i (for error messages).
     """
 
     path: str
@@ -376,7 +343,7 @@ class LabelledSequences:
 
     @property
     def num_labels(self) -> int:
-        return len(self.label_names)
+        return 1 if self.task == "regression" else len(self.label_names)
 
     def subset(self, indices: Sequence[int]) -> LabelledSequences:
         """The examples at `indices`, with the same label vocabulary."""
@@ -436,21 +403,21 @@ def read_sequence_table(
     task: str = "sequence",
     sequence_column: str | None = None,
     label_column: str | None = None,
+    training: bool = True,
 ) -> LabelledSequences:
     """Read (sequence, label) rows from a CSV or TSV file with a header (plain or gzipped), e.g. Genomic Benchmarks'
     `seq,label`.
 
     The delimiter comes from the extension (.csv, .tsv/.tab; else sniffed); the columns default to the first header
-    name among SEQUENCE_COLUMNS / LABEL_COLUMNS (case-insensitive). Task "sequence": labels that are all integers are
-    class ids (num_labels = max + 1), otherwise class names, numbered in sorted order. Task "token": a label cell holds
-    one integer class per base (see `_token_labels`). Errors name the file, line and column.
+    name among SEQUENCE_COLUMNS / LABEL_COLUMNS (case-insensitive). Sequences must be DNA text (IUPAC codes, as the
+    FASTA readers require). Labels: see `encode_labels`. Errors name the file, line and column.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"table not found: {path}")
-    with _open_text(path) as fh:
+    with open_text(path, newline="") as fh:
         sample = fh.read(65536)
         fh.seek(0)
         reader = csv.reader(fh, delimiter=_delimiter(path, sample))
@@ -478,21 +445,77 @@ def read_sequence_table(
     if not sequences:
         raise ValueError(f"{path}: no data rows after the header")
 
-    if task == "token":
-        labels = [
-            _token_labels(raw, len(seq), f"{path}:{line}: column {header[label_col]!r}")
-            for seq, raw, line in zip(sequences, raw_labels, lines)
-        ]
-        num_labels = 1 + max(max(row) for row in labels)
-        names = [str(i) for i in range(max(num_labels, 2))]
-    elif all(re.fullmatch(r"\d+", raw) for raw in raw_labels):
-        labels = [int(raw) for raw in raw_labels]
-        names = [str(i) for i in range(max(max(labels) + 1, 2))]
-    else:
-        names = sorted(set(raw_labels))
-        ids = {name: i for i, name in enumerate(names)}
-        labels = [ids[raw] for raw in raw_labels]
+    column = f"column {header[label_col]!r}"
+    for seq, line in zip(sequences, lines):
+        check_dna(seq, f"{path}:{line}: column {header[seq_col]!r}")
+    labels, names = encode_labels(
+        raw_labels, task, [f"{path}:{line}: {column}" for line in lines], sequences, training
+    )
     return LabelledSequences(str(path), task, sequences, labels, names, lines)
+
+
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+def encode_labels(
+    raw_labels: Sequence[str], task: str, where: Sequence[str], sequences: Sequence[str], training: bool = True
+) -> tuple[list[Any], list[str]]:
+    """(labels, label names) from a table's label cells; `where[i]` names cell i (file, line, column) for errors.
+
+    sequence: class ids 0..K-1 are taken as they are; other integers (1-based, sparse ids) and text are class names,
+    numbered in sorted order (numerically for integers), so no id makes the head wider than the classes seen; at
+    least two classes in a training table (`training`); decimal numbers are refused (they are a regression target: --task regression).
+    token: per-base class ids (see `_token_labels`), at most MAX_CLASS_ID. regression: finite floats.
+    """
+    if task == "regression":
+        values = []
+        for raw, cell in zip(raw_labels, where):
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ValueError(f"{cell}: regression target {raw!r} is not a number") from None
+            if not math.isfinite(value):
+                raise ValueError(f"{cell}: regression target {raw!r} is not finite")
+            values.append(value)
+        if training and len(set(values)) < 2:
+            raise ValueError(f"{where[0].split(': ')[0]}: every regression target is {values[0]!r}; nothing to learn")
+        return values, []
+    if task == "token":
+        labels = [_token_labels(raw, len(seq), cell) for raw, seq, cell in zip(raw_labels, sequences, where)]
+        top = max(max(row) for row in labels)
+        if top > MAX_CLASS_ID:
+            row = next(i for i, r in enumerate(labels) if max(r) == top)
+            raise ValueError(f"{where[row]}: per-base class id {top} is larger than {MAX_CLASS_ID}; class ids are 0..K-1")
+        return labels, [str(i) for i in range(max(top + 1, 2))]
+
+    texts = [raw.strip() for raw in raw_labels]
+    if all(_INTEGER.fullmatch(t) for t in texts):
+        values = sorted({int(t) for t in texts})
+        if values == list(range(len(values))):
+            names, labels = [str(v) for v in values], [int(t) for t in texts]
+        else:
+            names = [str(v) for v in values]
+            index = {v: i for i, v in enumerate(values)}
+            labels = [index[int(t)] for t in texts]
+    else:
+        for t, cell in zip(texts, where):
+            if not _INTEGER.fullmatch(t):
+                try:
+                    float(t)
+                except ValueError:
+                    continue
+                raise ValueError(
+                    f"{cell}: label {t!r} is a decimal number; class labels are integers or names "
+                    "(for a numeric target use --task regression)"
+                )
+        names = sorted(set(texts))
+        index = {name: i for i, name in enumerate(names)}
+        labels = [index[t] for t in texts]
+    if training and len(names) < 2:
+        raise ValueError(
+            f"{where[0].split(': ')[0]}: every label is {names[0]!r}; classification needs at least two classes"
+        )
+    return labels, names
 
 
 def split_indices(n: int, eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -552,6 +575,7 @@ __all__ = [
     "LabelledSequenceDataset",
     "LabelledSequences",
     "MLMCollator",
+    "encode_labels",
     "PremaskedDataset",
     "Region",
     "parse_region",
