@@ -75,6 +75,6 @@ def test_gzip_and_bgzip_fasta_read_and_corrupt_gzip_is_named(tmp_path):
     for path in (plain, gz, bgz):
         assert [(r.name, r.sequence) for r in read_fasta(path)] == [("a", "ACGT"), ("b", "GG")]
     corrupt = tmp_path / "c.fa.gz"
-    corrupt.write_bytes(gz.read_bytes()[:15])
+    corrupt.write_bytes(gz.read_bytes()[:-10])
     with pytest.raises(GenomeFileError, match=r"c\.fa\.gz: cannot be read"):
         list(read_fasta(corrupt))
