@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
+from huggingface_hub import ModelCard
 from transformers import (
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
@@ -402,6 +403,11 @@ def test_pretraining_on_real_dna_writes_a_loadable_model_and_a_truthful_card(tmp
         assert fact in card, fact
     assert AutoModelForMaskedLM.from_pretrained(out).config.vocab_size == 16
     assert (out / "tokenizer.json").is_file()
+    data = ModelCard.load(out / "README.md").data  # metadata the Hub reads
+    assert (data.library_name, data.pipeline_tag, data.base_model) == ("transformers", "fill-mask", None)
+    assert "caduceus" in data.tags
+    loss = data.eval_results[0]
+    assert loss.metric_type == "loss" and loss.metric_value == pytest.approx(result.heldout["nll_nats"])
 
 
 def test_pretraining_resumes_from_a_checkpoint(tmp_path, monkeypatch):
@@ -750,6 +756,11 @@ def test_cli_finetune_from_parquet_with_a_json_args_file_and_a_fresh_resume(tmp_
     assert "\x1b[" not in captured.err
     model = AutoModelForSequenceClassification.from_pretrained(out_dir)
     assert model.config.d_model == 16 and model.config.num_labels == 2
+    data = ModelCard.load(out_dir / "README.md").data
+    assert (data.library_name, data.pipeline_tag) == ("transformers", "text-classification")
+    results = {r.metric_type: r.metric_value for r in data.eval_results}
+    assert sorted(results) == ["accuracy", "f1", "mcc"]
+    assert f"accuracy {results['accuracy']:.4f}" in captured.out and data.eval_results[0].dataset_name == "gc.parquet"
 
 
 def test_cli_help_and_errors(tmp_path, capsys):

@@ -23,7 +23,7 @@ from transformers import (
 
 from ..configuration_caduceus import POOLING_STRATEGIES, CaduceusConfig
 from ..modeling_caduceus import CaduceusPreTrainedModel
-from .card import finetuning_card
+from ..model_card import finetuning_card
 from .data import TASKS, LabelledSequenceDataset, LabelledSequences, read_sequence_table, split_indices
 from .metrics import argmax_logits, sequence_classification_metrics, token_classification_metrics
 from .models import ModelSource, build_model, default_tokenizer, describe_origin
