@@ -3,7 +3,7 @@
 Every test trains tiny models (d_model 16-32, 1-2 layers, sequences <= 64 tokens) for a few steps and checks what
 training did (a loss that falls, a task learned above chance, equal gradients), not only that it ran.
 The committed FASTA slice tests/data/lambda_phage_NC_001416.1_1-6000.fa.gz is the first 6,000 bp of phage lambda
-(NCBI RefSeq NC_001416.1, from Debian's bowtie2-examples; see ../shared/data/MANIFEST.md).
+(NCBI RefSeq NC_001416.1, from Debian's bowtie2-examples).
 """
 
 from __future__ import annotations
