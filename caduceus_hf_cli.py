@@ -21,7 +21,8 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("float32", "bfloat16")
 TRAINING_COMMANDS = {
     "pretrain": "masked-language-model pretraining on FASTA files (Trainer; the [train] extra)",
-    "finetune": "sequence or token classification fine-tuning on a table (Trainer; the [train] extra)",
+    "finetune": "fine-tuning for sequence classification or regression, or per-base classification, on a table "
+    "(Trainer; the [train] extra)",
 }
 
 
@@ -57,6 +58,8 @@ def _add_runtime(p: argparse.ArgumentParser, batch_size: int) -> None:
     g.add_argument("--dtype", default="float32", choices=DTYPES, help="model weights dtype")
     g.add_argument("--batch-size", type=int, default=batch_size, help="sequences per forward pass")
     g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--allow-missing", action="store_true",
+                   help="accept a checkpoint that lacks some weights (initialised as new); default: refuse it")
 
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:

@@ -301,18 +301,23 @@ def finetuning_card(
 ) -> str:
     """README.md of a fine-tuned classifier; `metrics`: Trainer's final evaluation (eval_accuracy, ...)."""
     shown = {key.removeprefix("eval_"): value for key, value in metrics.items()
-             if key in ("eval_accuracy", "eval_mcc", "eval_f1", "eval_loss")}
+             if key in ("eval_accuracy", "eval_mcc", "eval_f1", "eval_mse", "eval_pearson", "eval_spearman",
+                        "eval_loss")}
     evaluation = ", ".join(f"{key} {value:.4f}" for key, value in shown.items())
     conjoin = "n/a (PS: both strands scored by construction)" if config.rcps else str(config.conjoin_eval)
-    head = f"pooled ({config.pooling_strategy}) " if task == "sequence" else "per-token "
+    head = "per-token linear, " if task == "token" else f"pooled ({config.pooling_strategy}) linear, "
+    head += (
+        "1 output (regression, MSE loss)" if task == "regression"
+        else f"{config.num_labels} classes: {', '.join(label_names)}"
+    )
     lines = [
         "Fine-tuned with `caduceus-hf finetune` (Hugging Face Trainer). Load it with "
-        f"`AutoModelFor{'Sequence' if task == 'sequence' else 'Token'}Classification` after `import caduceus_hf`.",
+        f"`AutoModelFor{'Token' if task == 'token' else 'Sequence'}Classification` after `import caduceus_hf`.",
         "",
         "## Model",
         "",
         *_model_rows(config, num_parameters, origin),
-        f"| head | {head}linear, {config.num_labels} classes: {', '.join(label_names)} |",
+        f"| head | {head} |",
         f"| post-hoc reverse-complement conjoining at evaluation | {conjoin} |",
         "",
         "## Data",
@@ -330,7 +335,7 @@ def finetuning_card(
         "## Evaluation",
         "",
         f"Over the whole evaluation set ({num_eval:,} examples): {evaluation or 'not evaluated'}."
-        " (F1 of class 1 for two classes, macro F1 otherwise.)",
+        + ("" if task == "regression" else " (F1 of class 1 for two classes, macro F1 otherwise.)"),
         "",
         f"Software: {_software()}.",
     ]

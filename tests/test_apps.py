@@ -34,7 +34,7 @@ from caduceus_hf.apps import (
     read_vcf,
     score_variants,
 )
-from caduceus_hf.apps.embed import tile
+from caduceus_hf.genomics import tile
 from caduceus_hf.apps.variants import variant_window
 from caduceus_hf.cli import main as cli_main
 from caduceus_hf.dna import VOCAB, reverse_complement
@@ -110,7 +110,9 @@ def test_embed_fasta_ids_windows_and_both_output_formats(model_dir, tmp_path):
     with gzip.open(fasta, "wt") as fh:
         fh.write(f">a first\n{GENOME[:50]}\n>b\n{GENOME[100:123].lower()}\n")
     result = embed_fasta(fasta, model_dir, window=20, stride=10, batch_size=3, device="cpu")
-    assert result.ids == ["a"] * 4 + ["b"] * 2
+    # ids are unique coordinates (samtools' 1-based inclusive); names are the records'.
+    assert result.ids == ["a:1-20", "a:11-30", "a:21-40", "a:31-50", "b:1-20", "b:11-23"]
+    assert result.names == ["a"] * 4 + ["b"] * 2 and result.contig == result.names
     assert result.start.tolist() == [0, 10, 20, 30, 0, 10]
     assert result.end.tolist() == [20, 30, 40, 50, 20, 23]
     assert result.vectors.shape == (6, 16) and result.vectors.dtype == np.float32
@@ -125,6 +127,7 @@ def test_embed_fasta_ids_windows_and_both_output_formats(model_dir, tmp_path):
     pq = pytest.importorskip("pyarrow.parquet")
     table = pq.read_table(result.save(tmp_path / "e.parquet"))
     assert table.column("id").to_pylist() == result.ids
+    assert table.column("contig").to_pylist() == result.contig and table.column("name").to_pylist() == result.names
     np.testing.assert_array_equal(np.stack(table.column("embedding").to_numpy(zero_copy_only=False)), result.vectors)
     assert b"definition" in table.schema.metadata
     with pytest.raises(ValueError, match="unknown output format"):
@@ -169,8 +172,9 @@ def test_embed_bed_regions_on_a_reference(ph_dir, reference, tmp_path):
     bed = tmp_path / "r.bed"
     bed.write_text("track name=x\n# comment\nchr1\t10\t40\tpromoter\t0\t+\nchr2\t5\t30\n")
     result = embed_fasta(reference, ph_dir, bed=bed, window=20, device="cpu")
-    assert result.ids == ["promoter", "promoter", "chr2:6-30", "chr2:6-30"]
-    assert result.chrom == ["chr1", "chr1", "chr2", "chr2"]
+    assert result.ids == ["chr1:11-30", "chr1:31-40", "chr2:6-25", "chr2:26-30"]
+    assert result.names == ["promoter", "promoter", "chr2:6-30", "chr2:6-30"]
+    assert result.contig == ["chr1", "chr1", "chr2", "chr2"]
     assert result.start.tolist() == [10, 30, 5, 25] and result.end.tolist() == [30, 40, 25, 30]
     model, tok = load_model(ph_dir, device="cpu")
     torch.testing.assert_close(
@@ -319,11 +323,17 @@ def test_labels_give_auroc_and_a_roc_plot_from_the_cli(ph_dir, reference, tmp_pa
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_non_binary_labels_are_an_error_naming_the_line(ph_dir, reference, tmp_path):
+def test_non_binary_labels_are_an_error_naming_the_line_before_anything_is_written(
+    ph_dir, reference, tmp_path, capsys
+):
     vcf = write_vcf(tmp_path / "v.vcf", [snv(20, info="LABEL=1"), snv(30, info="LABEL=2")])
-    result = score_variants(vcf, reference, ph_dir, window=16, label_key="LABEL", device="cpu")
     with pytest.raises(GenomeFileError, match=r"v\.vcf:7: label LABEL='2' is not 0 or 1"):
-        result.auroc()
+        score_variants(vcf, reference, ph_dir, window=16, label_key="LABEL", device="cpu")
+    out = tmp_path / "s.tsv"
+    args = ["score-variants", "--vcf", str(vcf), "--fasta", str(reference), "--model", str(ph_dir), "--out", str(out),
+            "--window", "16", "--label-key", "LABEL", "--device", "cpu"]
+    assert cli_main(args) == 1 and not out.exists()
+    assert "v.vcf:7: label LABEL='2'" in capsys.readouterr().err
 
 
 # --- fill-mask --------------------------------------------------------------------------------------------------------
@@ -436,7 +446,7 @@ def test_cli_errors_name_the_file_and_exit_1(ph_dir, reference, tmp_path, capsys
         assert cli_main(["fill-mask", "--fasta", str(locked), "--model", str(ph_dir)]) == 1
         assert "cannot be read (permission denied)" in capsys.readouterr().err
     assert cli_main(["fill-mask", "--sequence", "AC[MASK]", "--model", str(tmp_path / "nope")]) == 1
-    assert "not a model directory, nor a Hub repo id" in capsys.readouterr().err
+    assert "nope: no such model directory" in capsys.readouterr().err
 
 
 def test_indexed_and_in_memory_references_agree(reference, tmp_path):

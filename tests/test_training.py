@@ -786,3 +786,103 @@ def test_examples_have_help(script, capsys, monkeypatch):
     with pytest.raises(SystemExit) as exit_info:
         runpy.run_path(str(REPO / "examples" / script), run_name="__main__")
     assert exit_info.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+# --- labels, regression, resume (issue 13) ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (["0.5", "1.5", "0.25"], r"t\.csv:2: column 'label': label '0\.5' is a decimal number.*--task regression"),
+        (["1", "1", "1"], r"t\.csv:2: every label is '1'; classification needs at least two classes"),
+        (["a", "a", "a"], r"every label is 'a'"),
+        (["-1", "x", "0"], None),  # names, not ids: "-1" is a class name here
+    ],
+)
+def test_bad_class_labels_are_refused(tmp_path, labels, message):
+    path = write_table(tmp_path / "t.csv", list(zip(["ACGT", "GGCC", "TTAA"], labels)))
+    if message is None:
+        assert read_sequence_table(path).label_names == sorted(set(labels))
+        return
+    with pytest.raises(ValueError, match=message):
+        read_sequence_table(path)
+
+
+def test_sparse_and_huge_class_ids_become_names_not_a_huge_head(tmp_path):
+    table = read_sequence_table(write_table(tmp_path / "t.csv", [("ACGT", "200000"), ("GG", "3"), ("TT", "3")]))
+    assert table.num_labels == 2 and table.label_names == ["3", "200000"] and table.labels == [1, 0, 0]
+    one_based = read_sequence_table(write_table(tmp_path / "o.csv", [("ACGT", "1"), ("GG", "2")]))
+    assert one_based.label_names == ["1", "2"] and one_based.labels == [0, 1]
+    huge = write_table(tmp_path / "tok.csv", [("ACGT", "0 0 1 2000")])
+    with pytest.raises(ValueError, match=r"tok\.csv:2: column 'label': per-base class id 2000"):
+        read_sequence_table(huge, task="token")
+
+
+def test_table_sequences_are_validated_like_fasta(tmp_path):
+    path = write_table(tmp_path / "t.csv", [("ACGT", "0"), ("AC#T", "1")])
+    with pytest.raises(ValueError, match=r"t\.csv:3: column 'seq': invalid character '#' at position 3"):
+        read_sequence_table(path)
+
+
+def test_regression_targets(tmp_path):
+    table = read_sequence_table(write_table(tmp_path / "r.csv", [("ACGT", "0.5"), ("GG", "-2e3")]), task="regression")
+    assert table.labels == [0.5, -2000.0] and table.num_labels == 1 and table.label_names == []
+    for bad, message in (("x", "is not a number"), ("nan", "is not finite")):
+        path = write_table(tmp_path / "b.csv", [("ACGT", "0.5"), ("GG", bad)])
+        with pytest.raises(ValueError, match=rf"b\.csv:3: column 'label': regression target '{bad}' {message}"):
+            read_sequence_table(path, task="regression")
+
+
+def test_finetune_regression_learns_gc_content_and_reports_correlations(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(96):
+        gc = float(rng.uniform(0.2, 0.8))
+        seq = random_dna(rng, 32, ((1 - gc) / 2, gc / 2, gc / 2, (1 - gc) / 2))
+        rows.append((seq, f"{(seq.count('G') + seq.count('C')) / len(seq):.4f}"))
+    table = write_table(tmp_path / "gc.csv", rows)
+    result = finetune(
+        table, tiny_config(n_layer=1), training_args(tmp_path / "out", max_steps=40, learning_rate=5e-3),
+        FinetuneDataOptions(task="regression", eval_fraction=0.25),
+    )
+    m = result.metrics
+    assert {"eval_mse", "eval_pearson", "eval_spearman"} <= set(m)
+    assert m["eval_pearson"] > 0.5 and m["eval_spearman"] > 0.5
+    model = CaduceusForSequenceClassification.from_pretrained(tmp_path / "out")
+    assert model.config.num_labels == 1 and model.config.problem_type == "regression"
+
+
+@pytest.mark.parametrize("config", [dict(rcps=True, fused_add_norm=False), dict(rcps=True), dict()],
+                         ids=["ps-nonfused", "ps-fused", "ph"])
+def test_a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path, config):
+    """Every tensor, norms included, is restored from the checkpoint: the resumed run continues exactly."""
+    table = gc_table(tmp_path / "gc.csv", n=48)
+    options = FinetuneDataOptions(rc_augment=False, eval_fraction=0.25)
+    model_config = tiny_config(n_layer=2, **config)
+
+    class StopAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            control.should_training_stop = state.global_step >= 3
+
+    def run(directory, resume=None, callbacks=()):
+        args = training_args(directory, max_steps=6, save_strategy="steps", save_steps=3, per_device_train_batch_size=4)
+        finetune(table, model_config, args, options, resume_from_checkpoint=resume, callbacks=callbacks)
+        return CaduceusForSequenceClassification.from_pretrained(directory)
+
+    straight = run(tmp_path / "straight")
+    run(tmp_path / "resumed", callbacks=[StopAt()])
+    assert (tmp_path / "resumed" / "checkpoint-3").is_dir()
+    resumed = run(tmp_path / "resumed", resume=str(tmp_path / "resumed" / "checkpoint-3"))
+    expected = straight.state_dict()
+    for key, value in resumed.state_dict().items():
+        torch.testing.assert_close(value, expected[key], rtol=1e-5, atol=1e-6, msg=key)
+    norms = [k for k in expected if "norm" in k]
+    assert norms and not all(torch.equal(expected[k], torch.ones_like(expected[k])) for k in norms)
+
+
+def test_pretraining_on_an_all_n_genome_says_so(tmp_path):
+    fasta = tmp_path / "n.fa"
+    fasta.write_text(">x\n" + "N" * 400 + "\n")
+    with pytest.raises(ValueError, match=r"more than 10% of N"):
+        pretrain([fasta], tiny_config(n_layer=1), training_args(tmp_path / "o"), PretrainDataOptions(window=32))

@@ -15,20 +15,25 @@ from ..cli import configure_output
 
 def _prepare(args: argparse.Namespace) -> None:
     configure_output()
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be a positive integer, got {args.threads}")
         import torch
 
         torch.set_num_threads(args.threads)
 
 
 def run_embed(args: argparse.Namespace) -> int:
-    from .embed import embed_fasta
+    from ..genomics import check_output_file
+    from .embed import OUTPUT_FORMATS, embed_fasta
 
     _prepare(args)
+    check_output_file(args.out, OUTPUT_FORMATS, "--out")
     start = time.perf_counter()
     result = embed_fasta(
         args.fasta, args.model, bed=args.bed, window=args.window, stride=args.stride, rc_average=args.rc_average,
         batch_size=args.batch_size, device=args.device, dtype=args.dtype, progress=sys.stderr.isatty(),
+        allow_missing=args.allow_missing,
     )
     seconds = time.perf_counter() - start
     result.save(args.out)
@@ -43,17 +48,27 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 def run_score_variants(args: argparse.Namespace) -> int:
+    from ..genomics import check_output_file, require
     from .variants import score_variants
 
     _prepare(args)
     if args.roc_png and not args.label_key:
         raise ValueError("--roc-png needs --label-key (the ROC curve plots labelled variants)")
+    check_output_file(args.out, None, "--out")
+    if args.roc_png:
+        check_output_file(args.roc_png, (".png",), "--roc-png")
+        require("matplotlib", "the ROC plot")
+        require("sklearn.metrics", "the ROC curve")
     circular: bool | set[str] = False if args.circular is None else (set(args.circular) or True)
     result = score_variants(
         args.vcf, args.fasta, args.model, window=args.window, rc_average=args.rc_average,
         embedding_distance=args.embedding_distance, circular=circular, label_key=args.label_key,
         batch_size=args.batch_size, device=args.device, dtype=args.dtype, progress=sys.stderr.isatty(),
+        allow_missing=args.allow_missing,
     )
+    if args.roc_png and result.auroc() is None:
+        # Before anything is written: a failing run leaves no output.
+        raise ValueError(f"--roc-png: the ROC curve needs labelled variants of both classes ({args.label_key} 0 and 1)")
     result.write_tsv(args.out)
     print(result.summary())
     print(f"wrote {len(result.variants):,} rows to {args.out}")
@@ -67,7 +82,8 @@ def run_fill_mask(args: argparse.Namespace) -> int:
     from .fill_mask import fill_mask, fill_mask_fasta
 
     _prepare(args)
-    options = dict(top_k=args.top_k, batch_size=args.batch_size, device=args.device, dtype=args.dtype)
+    options = dict(top_k=args.top_k, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+                   allow_missing=args.allow_missing)
     if args.fasta:
         predictions = fill_mask_fasta(args.fasta, args.model, **options)
     else:

@@ -40,6 +40,10 @@ class ModelArguments:
     n_layer: int = field(default=2, metadata={"help": "new model: number of BiMamba blocks"})
     d_state: int = field(default=16, metadata={"help": "new model: SSM state size"})
     rcps: bool = field(default=False, metadata={"help": "new model: Caduceus-PS (reverse-complement parameter sharing)"})
+    allow_missing: bool = field(
+        default=False, metadata={"help": "accept a --model checkpoint that lacks weights besides the new head "
+                                         "(initialised as new); default: refuse it"},
+    )
 
 
 @dataclass
@@ -84,8 +88,9 @@ class FinetuneDataArguments:
 
     task: str = field(
         default="sequence",
-        metadata={"choices": TASKS, "help": "sequence: one label per sequence; token: one per base (a digit per "
-                  "base, or integers separated by spaces)"},
+        metadata={"choices": TASKS, "help": "sequence: one class per sequence; regression: one number per sequence "
+                  "(MSE loss, Pearson and Spearman metrics); token: one class per base (a digit per base, or integers "
+                  "separated by spaces)"},
     )
     eval_file: str | None = field(
         default=None, metadata={"help": "evaluation table (default: hold out --eval_fraction of TRAIN_FILE)"}
@@ -141,7 +146,8 @@ DESCRIPTIONS = {
     "finetune": "Fine-tune a Caduceus classifier with Hugging Face Trainer on a table with a sequence and a label "
     "column (e.g. Genomic Benchmarks' seq,label): CSV, TSV, JSON / JSON Lines or parquet (plain or gzipped), or a "
     "Hub dataset id (with --dataset_config, --train_split, --eval_split), from scratch or from any Caduceus "
-    "checkpoint (--model). Evaluates accuracy, MCC and F1 over the whole evaluation set (--eval_file, else a fixed "
+    "checkpoint (--model). Evaluates accuracy, MCC and F1 (regression: MSE, Pearson, Spearman) over the whole "
+    "evaluation set (--eval_file, else a fixed "
     "--eval_fraction of the table). Ph models train with reverse-complement augmentation and evaluate with post-hoc "
     "conjoining; PS models need neither. Writes the model, tokenizer and a model card into --output_dir.",
 }
@@ -325,7 +331,8 @@ def _pretrain(parsed: ParsedArguments) -> int:
         max_eval_windows=d.max_eval_windows,
     )
     result = pretrain(parsed.inputs, _model_source(parsed.model), parsed.training, options,
-                      resume_from_checkpoint=_resume_point(parsed.resume, parsed.training.output_dir))
+                      resume_from_checkpoint=_resume_point(parsed.resume, parsed.training.output_dir),
+                      allow_missing=parsed.model.allow_missing)
     h = result.heldout
     print(
         f"pretrained {result.global_step} steps on {len(result.data.train):,} windows -> {result.output_dir}; "
@@ -354,12 +361,16 @@ def _finetune(parsed: ParsedArguments) -> int:
     )
     result = finetune(parsed.inputs[0], _model_source(parsed.model), parsed.training, options,
                       pooling_strategy=d.pooling, conjoin_eval=d.conjoin_eval,
-                      resume_from_checkpoint=_resume_point(parsed.resume, parsed.training.output_dir))
+                      resume_from_checkpoint=_resume_point(parsed.resume, parsed.training.output_dir),
+                      allow_missing=parsed.model.allow_missing)
     m = result.metrics
+    if d.task == "regression":
+        scores = f"MSE {m['eval_mse']:.4f}, Pearson {m['eval_pearson']:.4f}, Spearman {m['eval_spearman']:.4f}"
+    else:
+        scores = f"accuracy {m['eval_accuracy']:.4f}, MCC {m['eval_mcc']:.4f}, F1 {m['eval_f1']:.4f}"
     print(
         f"fine-tuned {result.global_step} steps on {result.num_train:,} examples -> {result.output_dir}; "
-        f"evaluation over {result.num_eval:,} examples: accuracy {m['eval_accuracy']:.4f}, MCC {m['eval_mcc']:.4f}, "
-        f"F1 {m['eval_f1']:.4f}"
+        f"evaluation over {result.num_eval:,} examples: {scores}"
     )
     return 0
 
@@ -379,7 +390,9 @@ def main(command: str, argv: list[str]) -> int:
     except ValueError as err:  # TrainingArguments.__post_init__ rejects combinations of options
         return fail(err)
     configure_output()
-    if parsed.runtime.threads:
+    if parsed.runtime.threads is not None:
+        if parsed.runtime.threads < 1:
+            return fail(f"--threads must be a positive integer, got {parsed.runtime.threads}")
         import torch
 
         torch.set_num_threads(parsed.runtime.threads)

@@ -1,8 +1,9 @@
 """Training data for Caduceus with Trainer: genome windows from FASTA for MLM pretraining, labelled sequences from
 CSV/TSV tables for fine-tuning, and the collators that batch them.
 
-Coordinates: a `Region` is 0-based and half-open inside the library (`start`, `end`), and is written and parsed as
-samtools does, `name:start-end`, 1-based and inclusive (`chr1:1-100` is the first 100 bases).
+Coordinates: a `Region` (`caduceus_hf.genomics.Interval`) is 0-based and half-open inside the library (`start`, `end`),
+and is written and parsed as samtools does, `name:start-end`, 1-based and inclusive (`chr1:1-100` is the first 100
+bases).
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from transformers import DataCollatorForTokenClassification, PreTrainedTokenizer
 
 from ..data_collator import LOSS_WEIGHTS_KEY, DataCollatorForNucleotideMLM
 from ..dna import FRAMING_TOKEN_IDS, reverse_complement_ids
-from ..apps.genome import read_fasta as stream_fasta
+from ..genomics import Interval, check_dna, parse_interval, read_fasta as stream_fasta, tile
 
 PathLike = str | os.PathLike[str]
 SEQUENCE_COLUMNS = ("seq", "sequence", "sequences", "dna")
 LABEL_COLUMNS = ("label", "labels", "target", "y")
-TASKS = ("sequence", "token")
+TASKS = ("sequence", "token", "regression")
+# Class ids above this are not class ids (a column of measurements, a typo); they would build a head this wide.
+MAX_CLASS_ID = 1000
 
 
 # --- FASTA ------------------------------------------------------------------------------------------------------------
@@ -76,33 +79,8 @@ def read_fasta_files(paths: Sequence[PathLike]) -> list[FastaRecord]:
 # --- regions, held-out split, windows ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, order=True)
-class Region:
-    """A stretch [start, end) of a record, 0-based half-open; str() gives samtools' 1-based inclusive form."""
-
-    record: str
-    start: int
-    end: int
-
-    def __len__(self) -> int:
-        return self.end - self.start
-
-    def __str__(self) -> str:
-        return f"{self.record}:{self.start + 1}-{self.end}"
-
-
-_REGION = re.compile(r"^(?P<name>.+):(?P<start>[\d,]+)-(?P<end>[\d,]+)$")
-
-
-def parse_region(text: str) -> Region:
-    """Parse samtools' `name:start-end` (1-based, inclusive; commas in numbers allowed) into a 0-based Region."""
-    match = _REGION.match(text.strip())
-    if not match:
-        raise ValueError(f"region {text!r} is not of the form name:start-end (1-based, inclusive)")
-    start, end = (int(match[key].replace(",", "")) for key in ("start", "end"))
-    if start < 1 or end < start:
-        raise ValueError(f"region {text!r}: need 1 <= start <= end")
-    return Region(match["name"], start - 1, end)
+Region = Interval
+parse_region = parse_interval
 
 
 @dataclass(frozen=True)
@@ -129,15 +107,15 @@ def split_records(
         heldout: dict[str, Region] = {}
         for item in holdout_regions:
             region = parse_region(item) if isinstance(item, str) else item
-            if region.record not in lengths:
+            if region.contig not in lengths:
                 raise ValueError(
-                    f"held-out region {region}: no record named {region.record!r} (have {sorted(lengths)})"
+                    f"held-out region {region}: no record named {region.contig!r} (have {sorted(lengths)})"
                 )
-            if region.end > lengths[region.record]:
-                raise ValueError(f"held-out region {region} ends past the record's length {lengths[region.record]}")
-            if region.record in heldout:
-                raise ValueError(f"more than one held-out region for record {region.record!r}")
-            heldout[region.record] = region
+            if region.end > lengths[region.contig]:
+                raise ValueError(f"held-out region {region} ends past the record's length {lengths[region.contig]}")
+            if region.contig in heldout:
+                raise ValueError(f"more than one held-out region for record {region.contig!r}")
+            heldout[region.contig] = region
     else:
         if not 0.0 < holdout_fraction < 1.0:
             raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
@@ -167,19 +145,16 @@ def tile_windows(
     shorter than a window is not used. Windows with more than `max_n_fraction` of N (or other non-ACGT letters, e.g.
     assembly gaps) are skipped.
     """
-    if window < 1:
-        raise ValueError(f"window must be a positive number of bases, got {window}")
-    stride = window if stride is None else stride
-    if stride < 1:
-        raise ValueError(f"stride must be a positive number of bases, got {stride}")
+    tile(1, window, stride)  # checks both
     windows = []
     for segment in segments:
-        text = sequences[segment.record]
-        for start in range(segment.start, segment.end - window + 1, stride):
+        text = sequences[segment.contig]
+        for a, b in tile(len(segment), window, stride, partial_tail=False):
+            start = segment.start + a
             chunk = text[start : start + window].upper()
             unknown = window - sum(chunk.count(base) for base in "ACGT")
             if unknown <= max_n_fraction * window:
-                windows.append(Region(segment.record, start, start + window))
+                windows.append(Region(segment.contig, start, start + window))
     return windows
 
 
@@ -221,7 +196,7 @@ class GenomeWindowDataset(Dataset):
     def text(self, index: int) -> str:
         """The raw text of window `index`, case kept."""
         w = self.windows[index]
-        return self.sequences[w.record][w.start : w.end]
+        return self.sequences[w.contig][w.start : w.end]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         text = self.text(index)
@@ -350,8 +325,9 @@ class MLMCollator:
 class LabelledSequences:
     """Sequences with class labels read from a table.
 
-    `labels` holds one class id per sequence (task "sequence") or a list of per-base class ids (task "token");
-    `label_names[i]` names class id i; `lines[i]` is the file line of example i (for error messages).
+    `labels` holds one class id per sequence (task "sequence"), a list of per-base class ids (task "token") or one
+    float per sequence (task "regression", no label names); `label_names[i]` names class id i; `lines[i]` is the file
+    line of example i (for error messages).
     """
 
     path: str
@@ -366,7 +342,7 @@ class LabelledSequences:
 
     @property
     def num_labels(self) -> int:
-        return len(self.label_names)
+        return 1 if self.task == "regression" else len(self.label_names)
 
     def subset(self, indices: Sequence[int]) -> LabelledSequences:
         """The examples at `indices`, with the same label vocabulary."""
@@ -539,6 +515,7 @@ def read_sequence_table(
     task: str = "sequence",
     sequence_column: str | None = None,
     label_column: str | None = None,
+    training: bool = True,
     *,
     config: str | None = None,
     split: str = "train",
@@ -546,10 +523,9 @@ def read_sequence_table(
     """Read (sequence, label) rows from a table, e.g. Genomic Benchmarks' `seq,label`: a CSV, TSV, JSON, JSON Lines
     or parquet file (optionally gzipped), or a Hub dataset id (`config`, `split`), loaded by `datasets` (`load_table`).
 
-    The columns default to the first name among SEQUENCE_COLUMNS / LABEL_COLUMNS (case-insensitive). Task
-    "sequence": labels that are all integers are class ids (num_labels = max + 1), otherwise class names, numbered in
-    sorted order. Task "token": a label cell holds one integer class per base (see `_token_labels`). Errors name the
-    file, line (or row) and column.
+    The columns default to the first name among SEQUENCE_COLUMNS / LABEL_COLUMNS (case-insensitive). Sequences must
+    be DNA text (IUPAC codes, as the FASTA readers require). Labels: see `encode_labels` (`training`: a table to
+    train on, which needs at least two classes). Errors name the file, line (or row) and column.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -559,7 +535,7 @@ def read_sequence_table(
     seq_name = _pick_column(table, sequence_column, SEQUENCE_COLUMNS, "sequence")
     label_name = _pick_column(table, label_column, LABEL_COLUMNS, "label")
     seq_field, label_field = table.columns.index(seq_name) + 1, table.columns.index(label_name) + 1
-    sequences, raw_labels, lines = [], [], []
+    sequences, raw_labels, lines, rows = [], [], [], []
     for i, (seq_cell, label_cell) in enumerate(zip(table.rows[seq_name], table.rows[label_name])):
         sequence, label = _cell(seq_cell), _cell(label_cell)
         if not sequence and not label and table.kind == "csv":
@@ -571,25 +547,79 @@ def read_sequence_table(
         sequences.append(sequence)
         raw_labels.append(label)
         lines.append(table.line(i))
+        rows.append(i)
     if not sequences:
         raise ValueError(f"{table.name}: no data rows after the header")
-    path, header, label_col = table.name, table.columns, label_field - 1
+    for seq, i in zip(sequences, rows):
+        check_dna(seq, f"{table.where(i)}: column {seq_name!r}")
+    labels, names = encode_labels(
+        raw_labels, task, [f"{table.where(i)}: column {label_name!r}" for i in rows], sequences, training
+    )
+    return LabelledSequences(table.name, task, sequences, labels, names, lines)
 
+
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+def encode_labels(
+    raw_labels: Sequence[str], task: str, where: Sequence[str], sequences: Sequence[str], training: bool = True
+) -> tuple[list[Any], list[str]]:
+    """(labels, label names) from a table's label cells; `where[i]` names cell i (file, line, column) for errors.
+
+    sequence: class ids 0..K-1 are taken as they are; other integers (1-based, sparse ids) and text are class names,
+    numbered in sorted order (numerically for integers), so no id makes the head wider than the classes seen; at
+    least two classes in a training table (`training`); decimal numbers are refused (they are a regression target: --task regression).
+    token: per-base class ids (see `_token_labels`), at most MAX_CLASS_ID. regression: finite floats.
+    """
+    if task == "regression":
+        values = []
+        for raw, cell in zip(raw_labels, where):
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ValueError(f"{cell}: regression target {raw!r} is not a number") from None
+            if not math.isfinite(value):
+                raise ValueError(f"{cell}: regression target {raw!r} is not finite")
+            values.append(value)
+        if training and len(set(values)) < 2:
+            raise ValueError(f"{where[0].split(': ')[0]}: every regression target is {values[0]!r}; nothing to learn")
+        return values, []
     if task == "token":
-        labels = [
-            _token_labels(raw, len(seq), f"{path}:{line}: column {header[label_col]!r}")
-            for seq, raw, line in zip(sequences, raw_labels, lines)
-        ]
-        num_labels = 1 + max(max(row) for row in labels)
-        names = [str(i) for i in range(max(num_labels, 2))]
-    elif all(re.fullmatch(r"\d+", raw) for raw in raw_labels):
-        labels = [int(raw) for raw in raw_labels]
-        names = [str(i) for i in range(max(max(labels) + 1, 2))]
+        labels = [_token_labels(raw, len(seq), cell) for raw, seq, cell in zip(raw_labels, sequences, where)]
+        top = max(max(row) for row in labels)
+        if top > MAX_CLASS_ID:
+            row = next(i for i, r in enumerate(labels) if max(r) == top)
+            raise ValueError(f"{where[row]}: per-base class id {top} is larger than {MAX_CLASS_ID}; class ids are 0..K-1")
+        return labels, [str(i) for i in range(max(top + 1, 2))]
+
+    texts = [raw.strip() for raw in raw_labels]
+    if all(_INTEGER.fullmatch(t) for t in texts):
+        values = sorted({int(t) for t in texts})
+        if values == list(range(len(values))):
+            names, labels = [str(v) for v in values], [int(t) for t in texts]
+        else:
+            names = [str(v) for v in values]
+            index = {v: i for i, v in enumerate(values)}
+            labels = [index[int(t)] for t in texts]
     else:
-        names = sorted(set(raw_labels))
-        ids = {name: i for i, name in enumerate(names)}
-        labels = [ids[raw] for raw in raw_labels]
-    return LabelledSequences(str(path), task, sequences, labels, names, lines)
+        for t, cell in zip(texts, where):
+            if not _INTEGER.fullmatch(t):
+                try:
+                    float(t)
+                except ValueError:
+                    continue
+                raise ValueError(
+                    f"{cell}: label {t!r} is a decimal number; class labels are integers or names "
+                    "(for a numeric target use --task regression)"
+                )
+        names = sorted(set(texts))
+        index = {name: i for i, name in enumerate(names)}
+        labels = [index[t] for t in texts]
+    if training and len(names) < 2:
+        raise ValueError(
+            f"{where[0].split(': ')[0]}: every label is {names[0]!r}; classification needs at least two classes"
+        )
+    return labels, names
 
 
 def split_indices(n: int, eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -649,6 +679,7 @@ __all__ = [
     "LabelledSequenceDataset",
     "LabelledSequences",
     "MLMCollator",
+    "encode_labels",
     "PremaskedDataset",
     "Region",
     "parse_region",

@@ -1,4 +1,5 @@
-"""Fine-tuning Caduceus for sequence or token classification on CSV/TSV tables with Hugging Face Trainer.
+"""Fine-tuning Caduceus for sequence classification, sequence regression or token classification on CSV/TSV tables
+with Hugging Face Trainer.
 
 The Caduceus recipe (Schiff et al. 2024): Ph models train with reverse-complement augmentation and are evaluated with
 post-hoc conjoining (the forward and reverse-complement passes averaged, config.conjoin_eval); PS models need
@@ -25,7 +26,12 @@ from ..configuration_caduceus import POOLING_STRATEGIES, CaduceusConfig
 from ..modeling_caduceus import CaduceusPreTrainedModel
 from ..model_card import finetuning_card
 from .data import TASKS, LabelledSequenceDataset, LabelledSequences, read_sequence_table, split_indices
-from .metrics import argmax_logits, sequence_classification_metrics, token_classification_metrics
+from .metrics import (
+    argmax_logits,
+    regression_metrics,
+    sequence_classification_metrics,
+    token_classification_metrics,
+)
 from .models import ModelSource, build_model, default_tokenizer, describe_origin
 from .trainer import CaduceusTrainer
 
@@ -36,7 +42,8 @@ PathLike = str | os.PathLike[str]
 class FinetuneDataOptions:
     """Where the examples come from and how they are fed.
 
-    task: "sequence" (one label per sequence) or "token" (one label per base).
+    task: "sequence" (one class per sequence), "regression" (one number per sequence: MSE loss, Pearson and Spearman
+        metrics) or "token" (one class per base).
     eval_file: a separate evaluation table; without it, a fixed random `eval_fraction` of the training table
         (permutation seeded by `split_seed`) is held out for evaluation.
     sequence_column / label_column: header names (default: the usual ones, see `read_sequence_table`).
@@ -83,10 +90,10 @@ def load_splits(train_file: PathLike, options: FinetuneDataOptions) -> tuple[Lab
                                 **columns)
     if options.eval_file is not None:
         eval_source = options.eval_file
-        held_out = read_sequence_table(options.eval_file, options.task, **columns)
+        held_out = read_sequence_table(options.eval_file, options.task, training=False, **columns)
     elif options.eval_split is not None:
         eval_source = f"{train_file} ({options.eval_split})"
-        held_out = read_sequence_table(train_file, options.task, config=options.dataset_config,
+        held_out = read_sequence_table(train_file, options.task, training=False, config=options.dataset_config,
                                        split=options.eval_split, **columns)
     else:
         train_idx, eval_idx = split_indices(len(table), options.eval_fraction, options.split_seed)
@@ -116,6 +123,7 @@ def finetune(
     tokenizer: PreTrainedTokenizerBase | None = None,
     resume_from_checkpoint: bool | str | None = None,
     callbacks: Sequence[TrainerCallback] = (),
+    allow_missing: bool = False,
 ) -> FinetuneResult:
     """Fine-tune a Caduceus classifier with Trainer and evaluate it over the whole evaluation set.
 
@@ -124,6 +132,7 @@ def finetune(
     conjoin_eval, when given, are set on its config).
     pooling_strategy: override config.pooling_strategy (sequence task; the recipe uses "mean").
     conjoin_eval: post-hoc RC conjoining at evaluation for Ph models; None = yes (the recipe). Ignored by PS models.
+    allow_missing: accept a checkpoint lacking weights other than the new head (initialised as new).
 
     Batches are padded on the tokenizer's side (left) with an attention mask. The model, the tokenizer and a model card
     with the final metrics are saved in `training_args.output_dir`.
@@ -142,17 +151,15 @@ def finetune(
         if conjoin_eval is not None:
             classifier.config.conjoin_eval = conjoin_eval
     else:
-        id2label = dict(enumerate(train_set.label_names))
-        overrides = {
-            "id2label": id2label,
-            "label2id": {name: i for i, name in id2label.items()},
-            "conjoin_eval": True if conjoin_eval is None else conjoin_eval,
-        }
+        overrides = {"conjoin_eval": True if conjoin_eval is None else conjoin_eval}
+        if data.task != "regression":
+            id2label = dict(enumerate(train_set.label_names))
+            overrides.update(id2label=id2label, label2id={name: i for i, name in id2label.items()})
         if pooling_strategy is not None:
             overrides["pooling_strategy"] = pooling_strategy
         if isinstance(model, CaduceusConfig):
             set_seed(training_args.seed)  # the same initial weights for the same seed
-        classifier = build_model(data.task, model, **overrides)
+        classifier = build_model(data.task, model, allow_missing=allow_missing, **overrides)
     tokenizer = tokenizer or default_tokenizer(model)
     rc_augment = (not classifier.config.rcps) if data.rc_augment is None else data.rc_augment
 
@@ -165,7 +172,8 @@ def finetune(
         eval_dataset=LabelledSequenceDataset(eval_set, tokenizer, False, data.max_length),
         data_collator=collator_cls(tokenizer),
         processing_class=tokenizer,
-        compute_metrics=token_classification_metrics if token_task else sequence_classification_metrics,
+        compute_metrics=token_classification_metrics if token_task else
+        regression_metrics if data.task == "regression" else sequence_classification_metrics,
         preprocess_logits_for_metrics=argmax_logits if token_task else None,
         callbacks=list(callbacks),
     )

@@ -83,6 +83,14 @@ def build_pretraining_data(
     train_windows = tile_windows(split.train, sequences, options.window, options.stride, options.max_n_fraction)
     eval_windows = tile_windows(split.heldout, sequences, options.window, None, options.max_n_fraction)
     names = ", ".join(str(p) for p in fasta_files)
+    if not train_windows or not eval_windows:
+        segments = split.train if not train_windows else split.heldout
+        if tile_windows(segments, sequences, options.window, options.stride, max_n_fraction=1.0):
+            which = "training" if not train_windows else "held-out"
+            raise ValueError(
+                f"every {which} window of {options.window} bases in {names} has more than "
+                f"{options.max_n_fraction:.0%} of N or other non-ACGT letters (assembly gaps); no usable DNA"
+            )
     if not train_windows:
         raise ValueError(f"no training window of {options.window} bases fits outside the held-out regions of {names}")
     if not eval_windows:
@@ -120,6 +128,7 @@ def pretrain(
     tokenizer: PreTrainedTokenizerBase | None = None,
     resume_from_checkpoint: bool | str | None = None,
     callbacks: Sequence[TrainerCallback] = (),
+    allow_missing: bool = False,
 ) -> PretrainResult:
     """Pretrain (or continue pretraining) a Caduceus MLM on FASTA files with Trainer.
 
@@ -135,7 +144,7 @@ def pretrain(
     if isinstance(model, CaduceusConfig):
         # Trainer seeds only after the model exists; seed first so a config gives the same initial weights each run.
         set_seed(training_args.seed)
-    mlm = build_model("mlm", model)
+    mlm = build_model("mlm", model, allow_missing=allow_missing)
     tokenizer = tokenizer or default_tokenizer(model)
     rc_augment = (not mlm.config.rcps) if data.rc_augment is None else data.rc_augment
     prepared = build_pretraining_data(fasta_files, tokenizer, data, rc_augment)
