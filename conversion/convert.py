@@ -37,7 +37,7 @@ from ..modeling_caduceus import (
 from ..tokenization_caduceus import CaduceusTokenizer
 from . import lightning
 from .errors import ConversionError
-from .model_card import model_card
+from ..model_card import conversion_card
 
 ARCHITECTURES: dict[str, tuple[type[CaduceusPreTrainedModel], type]] = {
     "CaduceusForMaskedLM": (CaduceusForMaskedLM, AutoModelForMaskedLM),
@@ -253,7 +253,7 @@ def _write_and_verify(model, out: Path, meta: dict, source: str, base_model: str
         raise ConversionError(f"verification failed: reloaded outputs differ from the source model's by {diff:.3g}")
 
     (out / "README.md").write_text(
-        model_card(config, type(model).__name__, model.num_parameters(), source, base_model, license, diff,
+        conversion_card(config, type(model).__name__, model.num_parameters(), source, base_model, license, diff,
                    meta["dropped_keys"])
     )
     return diff

@@ -15,6 +15,7 @@ from unittest import mock
 import pytest
 import torch
 from safetensors.torch import load_file
+from huggingface_hub import ModelCard
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from caduceus_hf.cli import main
@@ -213,7 +214,9 @@ def test_convert_from_a_repo_id_offline(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: real(*a, **k, cache_dir=cache))
     report = convert(PUBLISHED_ID, tmp_path / "out")
     assert report.kind == "hub"
-    assert f"- {PUBLISHED_ID}" in (tmp_path / "out" / "README.md").read_text()  # base_model
+    data = ModelCard.load(tmp_path / "out" / "README.md").data
+    assert data.base_model == [PUBLISHED_ID] and data.library_name == "transformers"
+    assert data.pipeline_tag == "fill-mask" and data.license == "apache-2.0"
     with pytest.raises(ConversionError, match="cannot be fetched"):
         convert("nobody/nothing-here", tmp_path / "out2")
 
@@ -267,6 +270,34 @@ def test_push_dry_run_contacts_nothing(converted, capsys):
     assert "https://huggingface.co/me/x" in out and "model.safetensors" in out and "private" in out
 
 
+def test_push_leaves_trainer_state_out_unless_asked(converted, tmp_path, capsys):
+    folder = tmp_path / "trained"
+    shutil.copytree(converted, folder)
+    state = ["optimizer.pt", "rng_state.pth", "scheduler.pt", "trainer_state.json", "training_args.bin",
+             "checkpoint-3/model.safetensors", "checkpoint-3/optimizer.pt"]
+    for name in [*state, "notes.txt", "modeling_caduceus.py", ".cache/x"]:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("x")
+    model_files = sorted(["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md",
+                          "modeling_caduceus.py"])
+
+    api = mock.MagicMock()
+    push(folder, "me/x", api=api)
+    assert sorted(api.upload_folder.call_args.kwargs["allow_patterns"]) == model_files
+    api = mock.MagicMock()
+    push(folder, "me/x", include_training_state=True, api=api)
+    assert sorted(api.upload_folder.call_args.kwargs["allow_patterns"]) == sorted(model_files + state)
+
+    with mock.patch("caduceus_hf.conversion.publish.HfApi") as hfapi:
+        assert main(["push", str(folder), "me/x", "--dry-run"]) == 0
+    hfapi.assert_not_called()
+    out = capsys.readouterr().out
+    listed, left_out = out.split("left out, Trainer state")
+    assert f"would upload {len(model_files)} files" in listed and all(f"  {n}\n" in listed for n in model_files)
+    assert all(f"  {n}\n" in left_out for n in state) and "not part of a model repo (1 files):\n  notes.txt" in out
+    assert ".cache" not in out
+
+
 def test_push_refuses_an_incomplete_folder(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ConversionError, match="missing"):
@@ -286,7 +317,8 @@ def test_cli_convert_and_push_dry_run(tmp_path, capsys):
 
 
 def test_cli_is_installed_with_help():
-    exe = shutil.which("caduceus-hf")
+    beside = Path(sys.executable).with_name("caduceus-hf")  # the venv's bin, even when it is not on PATH
+    exe = str(beside) if beside.is_file() else shutil.which("caduceus-hf")
     assert exe, "the caduceus-hf console script is not installed"
     for args in ([], ["convert"], ["push"]):
         result = subprocess.run([exe, *args, "--help"], capture_output=True, text=True, timeout=120)

@@ -3,7 +3,7 @@
 Every test trains tiny models (d_model 16-32, 1-2 layers, sequences <= 64 tokens) for a few steps and checks what
 training did (a loss that falls, a task learned above chance, equal gradients), not only that it ran.
 The committed FASTA slice tests/data/lambda_phage_NC_001416.1_1-6000.fa.gz is the first 6,000 bp of phage lambda
-(NCBI RefSeq NC_001416.1, from Debian's bowtie2-examples; see ../shared/data/MANIFEST.md).
+(NCBI RefSeq NC_001416.1, from Debian's bowtie2-examples).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
+from huggingface_hub import ModelCard
 from transformers import (
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
@@ -289,6 +290,43 @@ def test_read_sequence_table_csv_tsv_and_errors(tmp_path):
         read_sequence_table(unlabelled)
 
 
+def test_read_sequence_table_json_parquet_and_gzip(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [("ACGT", "1"), ("GGCC", "0"), ("TTAA", "1")]
+    expected = read_sequence_table(write_table(tmp_path / "t.csv", rows))
+    lines = tmp_path / "t.jsonl"
+    lines.write_text("".join(json.dumps({"sequence": s, "label": int(y)}) + "\n" for s, y in rows))
+    records = tmp_path / "t.json"
+    records.write_text(json.dumps([{"seq": s, "label": y} for s, y in rows]))
+    parquet = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"seq": [s for s, _ in rows], "label": [int(y) for _, y in rows]}), parquet)
+    zipped = tmp_path / "t.tsv.gz"
+    with gzip.open(zipped, "wt") as fh:
+        fh.write("seq\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in rows))
+    for path in (lines, records, parquet, zipped):
+        table = read_sequence_table(path)
+        assert (table.sequences, table.labels, table.label_names) == (
+            expected.sequences, expected.labels, expected.label_names), path
+    token_parquet = tmp_path / "tok.parquet"
+    pq.write_table(pa.table({"seq": ["ACG"], "labels": [[0, 1, 1]]}), token_parquet)
+    assert read_sequence_table(token_parquet, task="token").labels == [[0, 1, 1]]
+
+    empty_label = tmp_path / "e.jsonl"
+    empty_label.write_text('{"seq": "ACGT", "label": 1}\n{"seq": "ACGT", "label": null}\n')
+    with pytest.raises(ValueError, match=r"e\.jsonl:2: column 'label' \(field 2\) is empty"):
+        read_sequence_table(empty_label)
+    with pytest.raises(ValueError, match=r"t\.xlsx: unknown table format"):
+        read_sequence_table(tmp_path / "t.xlsx")
+    with pytest.raises(FileNotFoundError, match="table not found"):
+        read_sequence_table(tmp_path / "missing.parquet")
+    broken = tmp_path / "broken.parquet"
+    broken.write_text("not parquet")
+    with pytest.raises(ValueError, match=r"broken\.parquet: cannot read it as parquet"):
+        read_sequence_table(broken)
+
+
 def test_split_is_fixed_by_seed():
     a = split_indices(100, 0.2, seed=7)
     assert a == split_indices(100, 0.2, seed=7) and a != split_indices(100, 0.2, seed=8)
@@ -365,6 +403,11 @@ def test_pretraining_on_real_dna_writes_a_loadable_model_and_a_truthful_card(tmp
         assert fact in card, fact
     assert AutoModelForMaskedLM.from_pretrained(out).config.vocab_size == 16
     assert (out / "tokenizer.json").is_file()
+    data = ModelCard.load(out / "README.md").data  # metadata the Hub reads
+    assert (data.library_name, data.pipeline_tag, data.base_model) == ("transformers", "fill-mask", None)
+    assert "caduceus" in data.tags
+    loss = data.eval_results[0]
+    assert loss.metric_type == "loss" and loss.metric_value == pytest.approx(result.heldout["nll_nats"])
 
 
 def test_pretraining_resumes_from_a_checkpoint(tmp_path, monkeypatch):
@@ -683,6 +726,41 @@ def test_cli_pretrain_then_finetune_from_it(tmp_path, capsys):
     assert rc == 0 and "fine-tuned 3 steps on 32 examples" in out and "evaluation over 8 examples" in out
     model = AutoModelForSequenceClassification.from_pretrained(clf_dir)
     assert model.config.conjoin_eval is True
+
+
+def test_cli_finetune_from_parquet_with_a_json_args_file_and_a_fresh_resume(tmp_path, capsys):
+    import warnings
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with open(gc_table(tmp_path / "gc.csv", n=40)) as fh:
+        rows = list(csv.reader(fh))[1:]
+    parquet = tmp_path / "gc.parquet"
+    pq.write_table(pa.table({"seq": [s for s, _ in rows], "label": [int(y) for _, y in rows]}), parquet)
+    out_dir = tmp_path / "clf"
+    args_file = tmp_path / "run.json"
+    args_file.write_text(json.dumps({
+        "train_file": str(parquet), "output_dir": str(out_dir), "max_steps": 3, "d_model": 16, "n_layer": 1,
+        "d_state": 4, "per_device_train_batch_size": 8, "threads": 1, "device": "cpu", "save_strategy": "no",
+        "learning_rate": 3e-3,
+    }))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rc = cli_main(["finetune", "--args-file", str(args_file), "--resume"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "fine-tuned 3 steps on 32 examples" in captured.out and "evaluation over 8 examples" in captured.out
+    assert f"--resume: no checkpoint in {out_dir}; starting fresh" in captured.err
+    assert not [w for w in caught if "pin_memory" in str(w.message)], "no pinned memory without an accelerator"
+    assert "\x1b[" not in captured.err
+    model = AutoModelForSequenceClassification.from_pretrained(out_dir)
+    assert model.config.d_model == 16 and model.config.num_labels == 2
+    data = ModelCard.load(out_dir / "README.md").data
+    assert (data.library_name, data.pipeline_tag) == ("transformers", "text-classification")
+    results = {r.metric_type: r.metric_value for r in data.eval_results}
+    assert sorted(results) == ["accuracy", "f1", "mcc"]
+    assert f"accuracy {results['accuracy']:.4f}" in captured.out and data.eval_results[0].dataset_name == "gc.parquet"
 
 
 def test_cli_help_and_errors(tmp_path, capsys):

@@ -8,7 +8,6 @@ bases).
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import re
@@ -24,7 +23,7 @@ from transformers import DataCollatorForTokenClassification, PreTrainedTokenizer
 
 from ..data_collator import LOSS_WEIGHTS_KEY, DataCollatorForNucleotideMLM
 from ..dna import FRAMING_TOKEN_IDS, reverse_complement_ids
-from ..genomics import Interval, check_dna, open_text, parse_interval, read_fasta as stream_fasta, tile
+from ..genomics import Interval, check_dna, parse_interval, read_fasta as stream_fasta, tile
 
 PathLike = str | os.PathLike[str]
 SEQUENCE_COLUMNS = ("seq", "sequence", "sequences", "dna")
@@ -357,28 +356,141 @@ class LabelledSequences:
         )
 
 
-def _delimiter(path: Path, sample: str) -> str:
+# Local table formats by extension (before an optional .gz): the `datasets` builder and its options.
+TABLE_FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
+    ".csv": ("csv", {"sep": ","}),
+    ".tsv": ("csv", {"sep": "\t"}),
+    ".tab": ("csv", {"sep": "\t"}),
+    ".json": ("json", {}),
+    ".jsonl": ("json", {}),
+    ".parquet": ("parquet", {}),
+}
+# Every cell as written (no NaN for empty cells), and blank lines kept as rows so that row i is line i + 2.
+_CSV_OPTIONS = {"na_filter": False, "skip_blank_lines": False}
+_PANDAS_RAGGED = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+
+
+@dataclass(frozen=True)
+class _Table:
+    """Rows of a table as loaded by `datasets`, and how to name a row in messages."""
+
+    name: str
+    columns: list[str]
+    rows: Any  # datasets.Dataset
+    kind: str  # "csv", "json", "jsonl", "parquet" or "hub"
+
+    def line(self, row: int) -> int:
+        """The file line of a row (CSV/TSV: after the header; JSON Lines), else its 1-based row number."""
+        return row + 2 if self.kind == "csv" else row + 1
+
+    def where(self, row: int) -> str:
+        return f"{self.name}:{self.line(row)}" if self.kind in ("csv", "jsonl") else f"{self.name}: row {row + 1}"
+
+    @property
+    def header(self) -> str:
+        return f"{self.name}:1" if self.kind == "csv" else self.name
+
+
+def _table_format(path: Path) -> str | None:
     suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
-    if suffixes and suffixes[-1] in (".tsv", ".tab"):
-        return "\t"
-    if suffixes and suffixes[-1] == ".csv":
-        return ","
+    return suffixes[-1] if suffixes and suffixes[-1] in TABLE_FORMATS else None
+
+
+def load_table(source: PathLike, config: str | None = None, split: str = "train") -> _Table:
+    """A table through `datasets`: a local CSV, TSV, JSON, JSON Lines or parquet file (by extension; optionally
+    gzipped), or a Hub dataset id with an optional configuration and a split (needs the network or datasets' cache).
+
+    Raises FileNotFoundError for a missing local file, ValueError naming the file (and line) for one that cannot be
+    read as its format.
+    """
+    from ..extras import require
+
+    datasets = require("datasets", "reading tables", "train")
+    path = Path(source)
+    suffix = _table_format(path)
+    if suffix is None and (path.exists() or path.suffix):
+        raise ValueError(f"{path}: unknown table format; name it .csv, .tsv, .json, .jsonl or .parquet (optionally .gz)")
+    if suffix is not None and not path.is_file():
+        raise FileNotFoundError(f"table not found: {path}")
+    import tempfile
+
+    progress = datasets.is_progress_bar_enabled()
+    verbosity = datasets.logging.get_verbosity()
+    datasets.disable_progress_bars()
+    # datasets logs a read failure at ERROR level before raising it; the raised error is reported instead.
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     try:
-        return csv.Sniffer().sniff(sample, delimiters=",\t;").delimiter
-    except csv.Error:
-        raise ValueError(f"{path}: cannot tell the column delimiter; name the file .csv or .tsv") from None
+        if suffix is None:
+            try:
+                rows = datasets.load_dataset(str(source), config, split=split)
+            except Exception as err:  # offline, unknown id, unknown config or split
+                raise ValueError(f"{source}: not a local table, and not loadable as a Hub dataset "
+                                 f"(config {config!r}, split {split!r}): {err}") from None
+            return _Table(f"{source} ({split})", list(rows.column_names), rows, "hub")
+        builder, options = TABLE_FORMATS[suffix]
+        if builder == "csv":
+            options = {**options, **_CSV_OPTIONS, "features": _string_columns(path, options["sep"])}
+        # A private cache: local tables are read into memory, not into the user's datasets cache.
+        with tempfile.TemporaryDirectory() as cache:
+            try:
+                rows = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=cache,
+                                             keep_in_memory=True, **options)
+            except datasets.exceptions.DatasetGenerationError as err:
+                raise _table_error(path, builder, err.__cause__ or err) from None
+            except ValueError as err:
+                raise _table_error(path, builder, err) from None
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+        if progress:
+            datasets.enable_progress_bars()
+    kind = "jsonl" if suffix == ".jsonl" else builder
+    return _Table(str(path), list(rows.column_names), rows, kind)
 
 
-def _pick_column(path: Path, header: list[str], wanted: str | None, candidates: Sequence[str], role: str) -> int:
-    lowered = [h.strip().lower() for h in header]
+def _string_columns(path: Path, sep: str) -> Any:
+    """Features reading every column of a CSV/TSV file as text: inferred numbers would lose leading zeros
+    (per-base labels "0110") and turn integer labels into floats."""
+    import pandas
+    from datasets import Features, Value
+
+    try:
+        header = pandas.read_csv(path, sep=sep, nrows=0).columns
+    except (ValueError, UnicodeDecodeError) as err:  # pandas' EmptyDataError and ParserError are ValueErrors
+        raise _table_error(path, "csv", err) from None
+    return Features({str(name): Value("string") for name in header})
+
+
+def _table_error(path: Path, builder: str, err: BaseException) -> ValueError:
+    text = str(err).strip()
+    ragged = _PANDAS_RAGGED.search(text)
+    if ragged:
+        expected, line, seen = ragged.groups()
+        return ValueError(f"{path}:{line}: {seen} fields, the header has {expected}")
+    if type(err).__name__ == "EmptyDataError":
+        return ValueError(f"{path}: empty file; expected a header line such as 'seq,label'")
+    return ValueError(f"{path}: cannot read it as {builder}: {text}")
+
+
+def _pick_column(table: _Table, wanted: str | None, candidates: Sequence[str], role: str) -> str:
+    header = table.columns
+    lowered = [str(h).strip().lower() for h in header]
     if wanted is not None:
         if wanted not in header:
-            raise ValueError(f"{path}:1: no column {wanted!r} for the {role}; header is {header}")
-        return header.index(wanted)
+            raise ValueError(f"{table.header}: no column {wanted!r} for the {role}; header is {header}")
+        return wanted
     for name in candidates:
         if name in lowered:
-            return lowered.index(name)
-    raise ValueError(f"{path}:1: cannot find the {role} column (tried {list(candidates)}); header is {header}")
+            return header[lowered.index(name)]
+    raise ValueError(f"{table.header}: cannot find the {role} column (tried {list(candidates)}); header is {header}")
+
+
+def _cell(value: Any) -> str:
+    """A table cell as text: lists (per-base labels in JSON or parquet) space-separated, None empty."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value)
+    return str(value).strip()
 
 
 def _token_labels(text: str, length: int, where: str) -> list[int]:
@@ -404,54 +516,46 @@ def read_sequence_table(
     sequence_column: str | None = None,
     label_column: str | None = None,
     training: bool = True,
+    *,
+    config: str | None = None,
+    split: str = "train",
 ) -> LabelledSequences:
-    """Read (sequence, label) rows from a CSV or TSV file with a header (plain or gzipped), e.g. Genomic Benchmarks'
-    `seq,label`.
+    """Read (sequence, label) rows from a table, e.g. Genomic Benchmarks' `seq,label`: a CSV, TSV, JSON, JSON Lines
+    or parquet file (optionally gzipped), or a Hub dataset id (`config`, `split`), loaded by `datasets` (`load_table`).
 
-    The delimiter comes from the extension (.csv, .tsv/.tab; else sniffed); the columns default to the first header
-    name among SEQUENCE_COLUMNS / LABEL_COLUMNS (case-insensitive). Sequences must be DNA text (IUPAC codes, as the
-    FASTA readers require). Labels: see `encode_labels`. Errors name the file, line and column.
+    The columns default to the first name among SEQUENCE_COLUMNS / LABEL_COLUMNS (case-insensitive). Sequences must
+    be DNA text (IUPAC codes, as the FASTA readers require). Labels: see `encode_labels` (`training`: a table to
+    train on, which needs at least two classes). Errors name the file, line (or row) and column.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"table not found: {path}")
-    with open_text(path, newline="") as fh:
-        sample = fh.read(65536)
-        fh.seek(0)
-        reader = csv.reader(fh, delimiter=_delimiter(path, sample))
-        header = next(reader, None)
-        if not header:
-            raise ValueError(f"{path}: empty file; expected a header line such as 'seq,label'")
-        seq_col = _pick_column(path, header, sequence_column, SEQUENCE_COLUMNS, "sequence")
-        label_col = _pick_column(path, header, label_column, LABEL_COLUMNS, "label")
-        sequences, raw_labels, lines = [], [], []
-        for row in reader:
-            line = reader.line_num
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) != len(header):
-                raise ValueError(f"{path}:{line}: {len(row)} fields, the header has {len(header)}")
-            sequence = row[seq_col].strip()
-            label = row[label_col].strip()
-            if not sequence:
-                raise ValueError(f"{path}:{line}: column {header[seq_col]!r} (field {seq_col + 1}) is empty")
-            if not label:
-                raise ValueError(f"{path}:{line}: column {header[label_col]!r} (field {label_col + 1}) is empty")
-            sequences.append(sequence)
-            raw_labels.append(label)
-            lines.append(line)
+    table = load_table(path, config=config, split=split)
+    if not table.columns:
+        raise ValueError(f"{table.name}: empty file; expected a header line such as 'seq,label'")
+    seq_name = _pick_column(table, sequence_column, SEQUENCE_COLUMNS, "sequence")
+    label_name = _pick_column(table, label_column, LABEL_COLUMNS, "label")
+    seq_field, label_field = table.columns.index(seq_name) + 1, table.columns.index(label_name) + 1
+    sequences, raw_labels, lines, rows = [], [], [], []
+    for i, (seq_cell, label_cell) in enumerate(zip(table.rows[seq_name], table.rows[label_name])):
+        sequence, label = _cell(seq_cell), _cell(label_cell)
+        if not sequence and not label and table.kind == "csv":
+            continue  # a blank line
+        if not sequence:
+            raise ValueError(f"{table.where(i)}: column {seq_name!r} (field {seq_field}) is empty")
+        if not label:
+            raise ValueError(f"{table.where(i)}: column {label_name!r} (field {label_field}) is empty")
+        sequences.append(sequence)
+        raw_labels.append(label)
+        lines.append(table.line(i))
+        rows.append(i)
     if not sequences:
-        raise ValueError(f"{path}: no data rows after the header")
-
-    column = f"column {header[label_col]!r}"
-    for seq, line in zip(sequences, lines):
-        check_dna(seq, f"{path}:{line}: column {header[seq_col]!r}")
+        raise ValueError(f"{table.name}: no data rows after the header")
+    for seq, i in zip(sequences, rows):
+        check_dna(seq, f"{table.where(i)}: column {seq_name!r}")
     labels, names = encode_labels(
-        raw_labels, task, [f"{path}:{line}: {column}" for line in lines], sequences, training
+        raw_labels, task, [f"{table.where(i)}: column {label_name!r}" for i in rows], sequences, training
     )
-    return LabelledSequences(str(path), task, sequences, labels, names, lines)
+    return LabelledSequences(table.name, task, sequences, labels, names, lines)
 
 
 _INTEGER = re.compile(r"[+-]?\d+")

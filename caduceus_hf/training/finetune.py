@@ -25,7 +25,7 @@ from transformers import (
 from ..configuration_caduceus import POOLING_STRATEGIES, CaduceusConfig
 from ..genomics import normalise_permissions
 from ..modeling_caduceus import CaduceusPreTrainedModel
-from .card import finetuning_card
+from ..model_card import finetuning_card
 from .data import TASKS, LabelledSequenceDataset, LabelledSequences, read_sequence_table, split_indices
 from .metrics import (
     argmax_logits,
@@ -48,6 +48,8 @@ class FinetuneDataOptions:
     eval_file: a separate evaluation table; without it, a fixed random `eval_fraction` of the training table
         (permutation seeded by `split_seed`) is held out for evaluation.
     sequence_column / label_column: header names (default: the usual ones, see `read_sequence_table`).
+    dataset_config / train_split / eval_split: for a Hub dataset id, its configuration and splits (eval_split, when
+        given, is evaluated on instead of a held-out fraction).
     max_length: truncate to this many tokens ([SEP] included); None keeps whole sequences.
     rc_augment: reverse-complement training examples with probability 1/2; None = the recipe: yes for Ph models, no
         for PS models.
@@ -61,6 +63,9 @@ class FinetuneDataOptions:
     label_column: str | None = None
     max_length: int | None = None
     rc_augment: bool | None = None
+    dataset_config: str | None = None
+    train_split: str = "train"
+    eval_split: str | None = None
 
 
 @dataclass
@@ -81,26 +86,32 @@ def load_splits(train_file: PathLike, options: FinetuneDataOptions) -> tuple[Lab
     """(training examples, evaluation examples, a description of where the evaluation examples come from)."""
     if options.task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {options.task!r}")
-    table = read_sequence_table(train_file, options.task, options.sequence_column, options.label_column)
-    if options.eval_file is None:
+    columns = dict(sequence_column=options.sequence_column, label_column=options.label_column)
+    table = read_sequence_table(train_file, options.task, config=options.dataset_config, split=options.train_split,
+                                **columns)
+    if options.eval_file is not None:
+        eval_source = options.eval_file
+        held_out = read_sequence_table(options.eval_file, options.task, training=False, **columns)
+    elif options.eval_split is not None:
+        eval_source = f"{train_file} ({options.eval_split})"
+        held_out = read_sequence_table(train_file, options.task, training=False, config=options.dataset_config,
+                                       split=options.eval_split, **columns)
+    else:
         train_idx, eval_idx = split_indices(len(table), options.eval_fraction, options.split_seed)
         source = f"`{train_file}` (a fixed {options.eval_fraction:g} of it, permutation seed {options.split_seed})"
         return table.subset(train_idx), table.subset(eval_idx), source
-    held_out = read_sequence_table(
-        options.eval_file, options.task, options.sequence_column, options.label_column, training=False
-    )
     if options.task == "sequence" and held_out.label_names != table.label_names:
         names = set(held_out.label_names)
         if not names <= set(table.label_names):
             raise ValueError(
-                f"{options.eval_file}: labels {sorted(names - set(table.label_names))} do not occur in {train_file}"
+                f"{eval_source}: labels {sorted(names - set(table.label_names))} do not occur in {train_file}"
             )
         ids = {name: i for i, name in enumerate(table.label_names)}
         held_out = LabelledSequences(
             held_out.path, held_out.task, held_out.sequences,
             [ids[held_out.label_names[label]] for label in held_out.labels], table.label_names, held_out.lines,
         )
-    return table, held_out, f"`{options.eval_file}`"
+    return table, held_out, f"`{eval_source}`"
 
 
 def finetune(

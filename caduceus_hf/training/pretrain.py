@@ -12,7 +12,7 @@ from transformers import PreTrainedTokenizerBase, TrainerCallback, TrainingArgum
 from ..configuration_caduceus import CaduceusConfig
 from ..genomics import normalise_permissions
 from ..modeling_caduceus import CaduceusForMaskedLM
-from .card import file_sha256, pretraining_card
+from ..model_card import file_sha256, pretraining_card
 from .data import (
     FastaRecord,
     GenomeSplit,
