@@ -371,3 +371,9 @@ def test_a_directory_whose_config_does_not_fit_its_weights_is_refused(tmp_path):
                                               r"\['n_layers'\]"):
         convert(src, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_max_length_is_refused(tmp_path):
+    with pytest.raises(ConversionError, match=r"--max-length must be an integer >= 2 .*got -3"):
+        convert(CKPT, tmp_path / "out", max_length=-3)
+    assert not (tmp_path / "out").exists()
