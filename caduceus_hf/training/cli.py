@@ -39,7 +39,9 @@ class ModelArguments:
     d_model: int = field(default=64, metadata={"help": "new model: width of one strand"})
     n_layer: int = field(default=2, metadata={"help": "new model: number of BiMamba blocks"})
     d_state: int = field(default=16, metadata={"help": "new model: SSM state size"})
-    rcps: bool = field(default=False, metadata={"help": "new model: Caduceus-PS (reverse-complement parameter sharing)"})
+    rcps: bool = field(
+        default=False, metadata={"help": "new model: Caduceus-PS (reverse-complement parameter sharing)"}
+    )
     allow_missing: bool = field(
         default=False, metadata={"help": "accept a --model checkpoint that lacks weights besides the new head "
                                          "(initialised as new); default: refuse it"},

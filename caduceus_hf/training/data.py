@@ -409,7 +409,9 @@ def load_table(source: PathLike, config: str | None = None, split: str = "train"
     path = Path(source)
     suffix = _table_format(path)
     if suffix is None and (path.exists() or path.suffix):
-        raise ValueError(f"{path}: unknown table format; name it .csv, .tsv, .json, .jsonl or .parquet (optionally .gz)")
+        raise ValueError(
+            f"{path}: unknown table format; name it .csv, .tsv, .json, .jsonl or .parquet (optionally .gz)"
+        )
     if suffix is not None and not path.is_file():
         raise FileNotFoundError(f"table not found: {path}")
     import tempfile
