@@ -31,9 +31,11 @@ PathLike = str | os.PathLike[str]
 # IUPAC nucleotide codes and alignment gaps; the tokenizer maps everything but A C G T N to [UNK].
 DNA_CHARS = "ACGTUNRYSWKMBDHV-"
 MASK_TOKEN = "[MASK]"
-_BAD_SEQUENCE_CHAR = re.compile(f"[^{DNA_CHARS}{DNA_CHARS.lower()}]")
+# Escaped: an unescaped '-' between the cases would make a range ('V-a') that lets W..Z, [, ], ^, _ and ` through.
+_DNA_CLASS = re.escape(DNA_CHARS + DNA_CHARS.lower())
+_BAD_SEQUENCE_CHAR = re.compile(f"[^{_DNA_CLASS}]")
 # fill-mask input may also hold the literal [MASK] token.
-_BAD_MASKED_SEQUENCE_CHAR = re.compile(rf"\[MASK\]|([^{DNA_CHARS}{DNA_CHARS.lower()}])")
+_BAD_MASKED_SEQUENCE_CHAR = re.compile(rf"\[MASK\]|([^{_DNA_CLASS}])")
 
 
 class GenomeFileError(ValueError):
@@ -507,12 +509,12 @@ def check_output_file(path: PathLike, formats: tuple[str, ...] | None = None, op
     """Check before any work that `path` can be written: its directory exists, it is not a directory, and its
     extension is one of `formats` (lower case, with the dot). Raises ValueError naming the option."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option} {path}: is a directory, not a file")
     if formats is not None and path.suffix.lower() not in formats:
         raise ValueError(
             f"{option} {path}: unknown output format {path.suffix or '(no extension)'!r}; use one of {', '.join(formats)}"
         )
-    if path.is_dir():
-        raise ValueError(f"{option} {path}: is a directory, not a file")
     parent = path.parent
     if not parent.is_dir():
         what = "is not a directory" if parent.exists() else "does not exist"
@@ -560,6 +562,19 @@ def check_output_directory(path: PathLike, force: bool, option: str = "destinati
     return path
 
 
+def normalise_permissions(directory: PathLike) -> None:
+    """Give the files under `directory` the permissions a plain open() would (0666 less the umask; 0777 for
+    directories): some writers (temporary files, safetensors) create them 0600."""
+    mask = _umask()
+    for root, dirs, files in os.walk(directory):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o777 & ~mask)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o666 & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_directory(path: PathLike, force: bool = False) -> Iterator[Path]:
     """Fill a temporary sibling directory, then move it to `path` (replacing what was there with force: a file or a
@@ -569,8 +584,9 @@ def atomic_directory(path: PathLike, force: bool = False) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        normalise_permissions(tmp)
         if not path.exists() and not path.is_symlink():
             os.rename(tmp, path)
             return
@@ -594,6 +610,7 @@ __all__ = [
     "check_output_file",
     "check_positive",
     "invalid_dna_character",
+    "normalise_permissions",
     "open_text",
     "parse_interval",
     "read_errors",

@@ -217,7 +217,7 @@ def test_convert_from_a_repo_id_offline(tmp_path, monkeypatch):
     data = ModelCard.load(tmp_path / "out" / "README.md").data
     assert data.base_model == [PUBLISHED_ID] and data.library_name == "transformers"
     assert data.pipeline_tag == "fill-mask" and data.license == "apache-2.0"
-    with pytest.raises(ConversionError, match="cannot fetch"):
+    with pytest.raises(ConversionError, match="cannot be fetched"):
         convert("nobody/nothing-here", tmp_path / "out2")
 
 
@@ -323,3 +323,51 @@ def test_cli_is_installed_with_help():
     for args in ([], ["convert"], ["push"]):
         result = subprocess.run([exe, *args, "--help"], capture_output=True, text=True, timeout=120)
         assert result.returncode == 0 and "usage: caduceus-hf" in result.stdout
+
+
+# --- bad inputs and what is left on disk (issue 13) --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content", [b"hello\n", b"", b"PK\x03\x04truncated"], ids=["text", "empty", "truncated-zip"])
+def test_a_file_that_is_not_a_checkpoint_is_a_clear_error(tmp_path, content, capsys):
+    src = tmp_path / "model.ckpt"
+    src.write_bytes(content)
+    assert main(["convert", str(src), str(tmp_path / "out")]) == 1
+    assert f"{src}: not a readable PyTorch checkpoint" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.ckpt"]
+
+
+def test_force_onto_a_regular_file_replaces_it_and_leaves_nothing_behind(tmp_path):
+    dst = tmp_path / "out"
+    dst.write_text("not a directory")
+    convert(CKPT, dst, force=True)
+    assert (dst / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_destination_under_a_file_is_refused_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConversionError, match=r"file is a file, not a directory"):
+        convert(CKPT, tmp_path / "file" / "out")
+
+
+def test_output_directories_and_files_respect_the_umask(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        convert(CKPT, tmp_path / "out")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o750
+    assert (tmp_path / "out" / "model.safetensors").stat().st_mode & 0o777 == 0o640
+
+
+def test_a_directory_whose_config_does_not_fit_its_weights_is_refused(tmp_path):
+    src = tmp_path / "typo"
+    shutil.copytree(FIXTURES / "mlm_ph", src)
+    config = json.loads((src / "config.json").read_text())
+    config["n_layers"] = config.pop("n_layer")
+    (src / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConversionError, match=r"missing .*layers\.2\..*config\.json has keys this model does not know: "
+                                              r"\['n_layers'\]"):
+        convert(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

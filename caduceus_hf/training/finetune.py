@@ -23,6 +23,7 @@ from transformers import (
 )
 
 from ..configuration_caduceus import POOLING_STRATEGIES, CaduceusConfig
+from ..genomics import normalise_permissions
 from ..modeling_caduceus import CaduceusPreTrainedModel
 from ..model_card import finetuning_card
 from .data import TASKS, LabelledSequenceDataset, LabelledSequences, read_sequence_table, split_indices
@@ -182,6 +183,8 @@ def finetune(
 
     output_dir = Path(training_args.output_dir)
     trainer.save_model(str(output_dir))
+    if trainer.is_world_process_zero():
+        normalise_permissions(output_dir)
     if trainer.is_world_process_zero():
         card = finetuning_card(
             config=classifier.config,

@@ -10,6 +10,7 @@ from pathlib import Path
 from transformers import PreTrainedTokenizerBase, TrainerCallback, TrainingArguments, set_seed
 
 from ..configuration_caduceus import CaduceusConfig
+from ..genomics import normalise_permissions
 from ..modeling_caduceus import CaduceusForMaskedLM
 from ..model_card import file_sha256, pretraining_card
 from .data import (
@@ -166,6 +167,8 @@ def pretrain(
 
     output_dir = Path(training_args.output_dir)
     trainer.save_model(str(output_dir))
+    if trainer.is_world_process_zero():
+        normalise_permissions(output_dir)
     if trainer.is_world_process_zero():
         files = []
         for path in fasta_files:
