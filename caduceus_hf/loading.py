@@ -76,7 +76,12 @@ def load_config(where: str, name: str, **overrides: Any) -> CaduceusConfig:
     try:
         config = AutoConfig.from_pretrained(where)
     except (OSError, ValueError, TypeError, KeyError) as err:
-        raise ModelLoadError(f"cannot load the config of model {name!r}: {err}") from None
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if not Path(where).is_dir():
+            raise ModelLoadError(
+                f"{name}: no such local directory, and as a Hub repo id it cannot be loaded: {reason}"
+            ) from None
+        raise ModelLoadError(f"cannot load the config of model {name!r}: {reason}") from None
     if not isinstance(config, CaduceusConfig):
         raise ModelLoadError(f"model {name!r} is not a Caduceus model (model_type {config.model_type!r})")
     if overrides:

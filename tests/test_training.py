@@ -886,3 +886,28 @@ def test_pretraining_on_an_all_n_genome_says_so(tmp_path):
     fasta.write_text(">x\n" + "N" * 400 + "\n")
     with pytest.raises(ValueError, match=r"more than 10% of N"):
         pretrain([fasta], tiny_config(n_layer=1), training_args(tmp_path / "o"), PretrainDataOptions(window=32))
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(window=0), "window must be a positive integer"),
+        (dict(mlm_probability=0.0), r"mlm_probability must be in \(0, 1\]"),
+        (dict(max_n_fraction=1.5), r"max_n_fraction must be in \[0, 1\]"),
+        (dict(max_eval_windows=0), "max_eval_windows must be a positive integer"),
+        (dict(window=200_000), "does not fit the tokenizer's 131,072 tokens"),
+    ],
+)
+def test_pretraining_options_are_checked_before_training(tmp_path, options, message):
+    fasta = tmp_path / "g.fa"
+    fasta.write_text(">x\n" + "ACGT" * 100 + "\n")
+    with pytest.raises(ValueError, match=message):
+        pretrain([fasta], tiny_config(n_layer=1), training_args(tmp_path / "o"), PretrainDataOptions(**options))
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("init", ["./no/such/dir", "no-such/model"])
+def test_a_missing_init_path_says_so(tmp_path, init):
+    table = gc_table(tmp_path / "gc.csv", n=20)
+    with pytest.raises(ValueError, match=r"no such (model|local) directory"):
+        finetune(table, init, training_args(tmp_path / "o"))

@@ -10,7 +10,7 @@ from pathlib import Path
 from transformers import PreTrainedTokenizerBase, TrainerCallback, TrainingArguments, set_seed
 
 from ..configuration_caduceus import CaduceusConfig
-from ..genomics import normalise_permissions
+from ..genomics import check_positive, normalise_permissions
 from ..modeling_caduceus import CaduceusForMaskedLM
 from ..model_card import file_sha256, pretraining_card
 from .data import (
@@ -70,6 +70,23 @@ class PretrainingData:
     rc_augment: bool
 
 
+def check_options(options: PretrainDataOptions, tokenizer: PreTrainedTokenizerBase) -> None:
+    """A ValueError naming the option for values that would fail late (after training) or silently do nothing."""
+    check_positive(options.window, "window")
+    if options.stride is not None:
+        check_positive(options.stride, "stride")
+    if options.window + 1 > tokenizer.model_max_length:
+        raise ValueError(
+            f"window {options.window:,} bases + [SEP] does not fit the tokenizer's {tokenizer.model_max_length:,} tokens"
+        )
+    if not 0.0 < options.mlm_probability <= 1.0:
+        raise ValueError(f"mlm_probability must be in (0, 1], got {options.mlm_probability}")
+    if not 0.0 <= options.max_n_fraction <= 1.0:
+        raise ValueError(f"max_n_fraction must be in [0, 1], got {options.max_n_fraction}")
+    if options.max_eval_windows is not None:
+        check_positive(options.max_eval_windows, "max_eval_windows")
+
+
 def build_pretraining_data(
     fasta_files: Sequence[PathLike],
     tokenizer: PreTrainedTokenizerBase,
@@ -78,6 +95,7 @@ def build_pretraining_data(
 ) -> PretrainingData:
     """Read the FASTA files, split each record into training and held-out parts, tile both into windows, and mask
     the held-out windows once."""
+    check_options(options, tokenizer)
     records = read_fasta_files(fasta_files)
     sequences = {r.name: r.sequence for r in records}
     split = split_records(records, options.holdout_fraction, options.holdout_regions)
