@@ -131,3 +131,46 @@ def test_training_argument_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["pretrain", "--output_dir", "o"])
     assert "no FASTA files given" in capsys.readouterr().err
+
+
+def test_transformers_log_records_lose_colour_codes_when_stderr_is_not_a_terminal():
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    from caduceus_hf.cli import configure_output
+
+    configure_output()  # under pytest stderr is not a terminal
+    root = hf_logging.get_logger()
+    record = logging.LogRecord("transformers.modeling_utils", logging.WARNING, __file__, 1,
+                               "\x1b[1mmissing\x1b[0m keys: %s", ("a",), None)
+    assert all(f.filter(record) for f in root.filters)
+    assert record.getMessage() == "missing keys: a"
+
+
+def test_hub_dataset_ids_go_to_datasets_with_config_and_split(monkeypatch):
+    import datasets
+
+    from caduceus_hf.training import read_sequence_table
+
+    calls = []
+
+    def fake_load_dataset(path, name=None, split=None, **kwargs):
+        calls.append((path, name, split))
+        rows = {"train": (["ACGT", "GGCC", "TTAA"], [1, 0, 1]), "test": (["ACGA"], [0])}[split]
+        return datasets.Dataset.from_dict({"sequence": rows[0], "label": rows[1]})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    table = read_sequence_table("org/dna-benchmark", config="enhancers", split="train")
+    assert calls == [("org/dna-benchmark", "enhancers", "train")]
+    assert table.sequences == ["ACGT", "GGCC", "TTAA"] and table.labels == [1, 0, 1]
+    assert table.path == "org/dna-benchmark (train)"
+    held_out = read_sequence_table("org/dna-benchmark", config="enhancers", split="test", training=False)
+    assert held_out.sequences == ["ACGA"]
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(ValueError, match=r"org/missing: not a local table, and not loadable as a Hub dataset"):
+        read_sequence_table("org/missing")

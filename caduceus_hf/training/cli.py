@@ -30,6 +30,8 @@ from .data import TASKS
 class ModelArguments:
     """The model: a checkpoint to start from, or the shape of a new one."""
 
+    _argument_group_name = "model (a new one unless --model is given)"
+
     model: str | None = field(
         default=None,
         metadata={"aliases": ["--init"], "help": "start from this Caduceus checkpoint, a directory or Hub repo id (a "
@@ -39,7 +41,9 @@ class ModelArguments:
     d_model: int = field(default=64, metadata={"help": "new model: width of one strand"})
     n_layer: int = field(default=2, metadata={"help": "new model: number of BiMamba blocks"})
     d_state: int = field(default=16, metadata={"help": "new model: SSM state size"})
-    rcps: bool = field(default=False, metadata={"help": "new model: Caduceus-PS (reverse-complement parameter sharing)"})
+    rcps: bool = field(
+        default=False, metadata={"help": "new model: Caduceus-PS (reverse-complement parameter sharing)"}
+    )
     allow_missing: bool = field(
         default=False, metadata={"help": "accept a --model checkpoint that lacks weights besides the new head "
                                          "(initialised as new); default: refuse it"},
@@ -49,6 +53,8 @@ class ModelArguments:
 @dataclass
 class RuntimeArguments:
     """Where training runs."""
+
+    _argument_group_name = "runtime"
 
     device: str = field(
         default="auto",
@@ -61,6 +67,8 @@ class RuntimeArguments:
 @dataclass
 class PretrainDataArguments:
     """FASTA windows for masked-language-model pretraining (see PretrainDataOptions)."""
+
+    _argument_group_name = "data"
 
     window: int = field(default=256, metadata={"help": "bases per window"})
     stride: int | None = field(default=None, metadata={"help": "bases between training windows (default: --window)"})
@@ -84,7 +92,9 @@ class PretrainDataArguments:
 
 @dataclass
 class FinetuneDataArguments:
-    """Labelled sequences for classification (see FinetuneDataOptions)."""
+    """Labelled sequences for classification or regression (see FinetuneDataOptions)."""
+
+    _argument_group_name = "data"
 
     task: str = field(
         default="sequence",
@@ -161,6 +171,12 @@ EPILOG = (
 )
 
 
+class _TrainingArgumentsGroup(TrainingArguments):
+    """TrainingArguments' options under their own heading in --help (parsing only; runs get TrainingArguments)."""
+
+    _argument_group_name = "training (transformers TrainingArguments: every option, recipe defaults)"
+
+
 class _BothBatchSizes(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         namespace.per_device_train_batch_size = namespace.per_device_eval_batch_size = values
@@ -174,9 +190,12 @@ def build_parser(command: str) -> HfArgumentParser:
     """The parser of `caduceus-hf pretrain` or `caduceus-hf finetune`, recipe defaults applied."""
     import torch
 
+    inputs = "FASTA [FASTA ...]" if command == "pretrain" else "TRAIN_FILE"
     parser = HfArgumentParser(
-        _dataclasses(command), prog=f"{PROG} {command}", description=DESCRIPTIONS[command], epilog=EPILOG,
+        (*_dataclasses(command)[:-1], _TrainingArgumentsGroup), prog=f"{PROG} {command}", description=DESCRIPTIONS[command], epilog=EPILOG,
         formatter_class=HelpFormatter,
+        # The generated usage would list all ~130 options; they are described below it.
+        usage=f"%(prog)s {inputs} --output_dir DIR [--args-file FILE] [options]",
     )
     if command == "pretrain":
         parser.add_argument("fasta", nargs="*", help="FASTA files (.fa, .fasta, optionally .gz)")

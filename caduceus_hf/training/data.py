@@ -367,6 +367,8 @@ TABLE_FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 # Every cell as written (no NaN for empty cells), and blank lines kept as rows so that row i is line i + 2.
 _CSV_OPTIONS = {"na_filter": False, "skip_blank_lines": False}
+# A source that is not a local file is a Hub dataset id: "name" or "org/name" (the name may contain dots).
+_HUB_DATASET_ID = re.compile(r"[\w-]+(/[\w.-]+)?")
 _PANDAS_RAGGED = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 
 
@@ -408,8 +410,10 @@ def load_table(source: PathLike, config: str | None = None, split: str = "train"
     datasets = require("datasets", "reading tables", "train")
     path = Path(source)
     suffix = _table_format(path)
-    if suffix is None and (path.exists() or path.suffix):
-        raise ValueError(f"{path}: unknown table format; name it .csv, .tsv, .json, .jsonl or .parquet (optionally .gz)")
+    if suffix is None and (path.exists() or not _HUB_DATASET_ID.fullmatch(str(source))):
+        raise ValueError(
+            f"{path}: unknown table format; name it .csv, .tsv, .json, .jsonl or .parquet (optionally .gz)"
+        )
     if suffix is not None and not path.is_file():
         raise FileNotFoundError(f"table not found: {path}")
     import tempfile
