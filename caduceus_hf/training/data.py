@@ -49,7 +49,7 @@ class FastaRecord:
 
 
 def read_fasta(path: PathLike) -> list[FastaRecord]:
-    """All records of a FASTA file, plain or gzipped, read and checked by `caduceus_hf.apps.read_fasta` (pysam).
+    """All records of a FASTA file, plain or gzipped, read and checked by `caduceus_hf.genomics.read_fasta` (pysam).
 
     Raises FileNotFoundError for a missing file, and a ValueError naming the file and line when the file is not FASTA
     (text before the first '>' header, a record without a name or sequence, characters that are not IUPAC
