@@ -75,6 +75,8 @@ def convert(
 ) -> ConversionReport:
     """Convert `src` (a .ckpt file, a model directory or a Hub repo id) into a new directory `dst`."""
     dst = Path(dst)
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2):
+        raise ConversionError(f"--max-length must be an integer >= 2 (a base and [SEP]), got {max_length!r}")
     try:
         check_output_directory(dst, force, option="destination")
     except ValueError as err:

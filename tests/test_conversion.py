@@ -367,7 +367,13 @@ def test_a_directory_whose_config_does_not_fit_its_weights_is_refused(tmp_path):
     config = json.loads((src / "config.json").read_text())
     config["n_layers"] = config.pop("n_layer")
     (src / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ConversionError, match=r"missing .*layers\.2\..*config\.json has keys this model does not know: "
+    with pytest.raises(ConversionError, match=r"missing 266 key.*layers\.10\..*config\.json has keys this model does not know: "
                                               r"\['n_layers'\]"):
         convert(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_max_length_is_refused(tmp_path):
+    with pytest.raises(ConversionError, match=r"--max-length must be an integer >= 2 .*got -3"):
+        convert(CKPT, tmp_path / "out", max_length=-3)
     assert not (tmp_path / "out").exists()

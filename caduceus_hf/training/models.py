@@ -51,12 +51,15 @@ def build_model(
     """
     cls = _CLASSES[kind]
     if kind == "regression":
-        config_overrides = {**config_overrides, "num_labels": 1, "problem_type": "regression"}
+        # One output; id2label sets num_labels (giving both, with a checkpoint's 2-entry id2label, conflicts).
+        config_overrides = {**config_overrides, "id2label": {0: "target"}, "label2id": {"target": 0},
+                            "problem_type": "regression"}
     if isinstance(source, CaduceusPreTrainedModel):
         if not isinstance(source, cls):
             raise ValueError(f"expected a {cls.__name__}, got a {type(source).__name__}")
         if kind == "regression":
-            config_overrides.pop("num_labels"), config_overrides.pop("problem_type")
+            for key in ("id2label", "label2id", "problem_type"):
+                config_overrides.pop(key)
             if source.config.num_labels != 1:
                 raise ValueError(f"a regression model has one output, this one has {source.config.num_labels}")
         if config_overrides:
