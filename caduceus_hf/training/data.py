@@ -1,5 +1,5 @@
 """Training data for Caduceus with Trainer: genome windows from FASTA for MLM pretraining, labelled sequences from
-CSV/TSV tables for fine-tuning, and the collators that batch them.
+tables (through `datasets`) for fine-tuning, and the collators that batch them.
 
 Coordinates: a `Region` (`caduceus_hf.genomics.Interval`) is 0-based and half-open inside the library (`start`, `end`),
 and is written and parsed as samtools does, `name:start-end`, 1-based and inclusive (`chr1:1-100` is the first 100

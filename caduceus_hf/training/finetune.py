@@ -1,5 +1,5 @@
-"""Fine-tuning Caduceus for sequence classification, sequence regression or token classification on CSV/TSV tables
-with Hugging Face Trainer.
+"""Fine-tuning Caduceus for sequence classification, sequence regression or token classification on tables (CSV, TSV,
+JSON, parquet or a Hub dataset) with Hugging Face Trainer.
 
 The Caduceus recipe (Schiff et al. 2024): Ph models train with reverse-complement augmentation and are evaluated with
 post-hoc conjoining (the forward and reverse-complement passes averaged, config.conjoin_eval); PS models need
