@@ -1,6 +1,6 @@
 """Zero-shot scoring of ClinVar mitochondrial SNVs, end to end through `caduceus-hf score-variants`.
 
-Data (../shared/data, not committed: see its MANIFEST.md): 1,686 ClinVar chrM SNVs, 255 pathogenic / likely
+Data ($CADUCEUS_DATA_DIR, see benchmarks/data_dir.py; not committed): 1,686 ClinVar chrM SNVs, 255 pathogenic / likely
 pathogenic (INFO LABEL=1) and 1,431 benign / likely benign (LABEL=0), against the rCRS mitochondrial genome
 NC_012920.1 (circular, so windows wrap around its ends).
 
@@ -23,7 +23,9 @@ from sklearn.metrics import roc_auc_score
 
 from caduceus_hf.cli import main as cli_main
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from data_dir import data_dir, skipped  # benchmarks/data_dir.py
+
+DATA = data_dir()
 VCF = DATA / "variants" / "clinvar_chrM_SNV_PLP_vs_BLB.vcf"
 FASTA = DATA / "genomes" / "human_mtDNA_rCRS_NC_012920.1.fa"
 EXPECTED_SNVS = 1686
@@ -37,7 +39,7 @@ def main() -> int:
     parser.add_argument("--out-dir", type=Path, default=Path("/tmp/clinvar_chrM"))
     args = parser.parse_args()
     if not VCF.is_file() or not FASTA.is_file():
-        print(f"skipped: {VCF} or {FASTA} is not present (../shared/data is not part of the repository)")
+        print(skipped(VCF, FASTA))
         return 0
     args.out_dir.mkdir(parents=True, exist_ok=True)
 

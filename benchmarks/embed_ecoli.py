@@ -1,6 +1,6 @@
 """Throughput of `caduceus-hf embed` over the E. coli K-12 MG1655 genome (4,639,675 bp) in 1 kb windows.
 
-Runs the command (bundled demo model unless --model is given) on ../shared/data/genomes/ecoli_K12_MG1655.fasta.gz,
+Runs the command (bundled demo model unless --model is given) on $CADUCEUS_DATA_DIR/genomes/ecoli_K12_MG1655.fasta.gz,
 4,640 windows of 1,000 bases (the last one 675), and reports:
 
 * wall time of the whole command (reading the gzipped FASTA, loading the model, embedding, writing the output) and
@@ -28,7 +28,9 @@ import torch
 
 from caduceus_hf.cli import main as cli_main
 
-FASTA = Path(__file__).resolve().parents[2] / "shared" / "data" / "genomes" / "ecoli_K12_MG1655.fasta.gz"
+from data_dir import data_dir, skipped  # benchmarks/data_dir.py
+
+FASTA = data_dir() / "genomes" / "ecoli_K12_MG1655.fasta.gz"
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
@@ -46,7 +48,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("/tmp/ecoli_embeddings.npz"))
     args = parser.parse_args()
     if not FASTA.is_file():
-        print(f"skipped: {FASTA} is not present (../shared/data is not part of the repository)")
+        print(skipped(FASTA))
         return 0
 
     argv = ["embed", "--fasta", str(FASTA), "--out", str(args.out), "--window", str(args.window),

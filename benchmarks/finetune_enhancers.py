@@ -1,6 +1,6 @@
 """Fine-tuning from scratch on Genomic Benchmarks' human_enhancers_cohn, against a k-mer baseline on the same split.
 
-Only the official test split (6,948 sequences of 500 bp, balanced) is available in ../shared/data, so the benchmark
+Only the official test split (6,948 sequences of 500 bp, balanced) is available in the data directory ($CADUCEUS_DATA_DIR), so the benchmark
 trains on a fixed 80 % of it (permutation seed 0, the split of `caduceus-hf finetune --eval-fraction 0.2
 --split-seed 0`) and evaluates on the other 20 % (1,390 sequences). Accuracy, MCC and F1 are computed over the whole
 evaluation set. The numbers are a sanity comparison, not a reproduction of the paper's protocol (which trains on the
@@ -42,6 +42,7 @@ from caduceus_hf.training.finetune import load_splits
 from caduceus_hf.training.metrics import label_metrics
 
 from budget import TrainingBudget  # benchmarks/budget.py
+from data_dir import data_dir  # benchmarks/data_dir.py
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = [
@@ -95,7 +96,7 @@ def evaluate(model_dir: Path, dataset, conjoin: bool, batch_size: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--data-dir", type=Path, default=data_dir())
     parser.add_argument("--output-dir", type=Path, default=REPO / "runs" / "finetune_enhancers")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on the shared 2-core machine, 2 torch threads next to numba's "

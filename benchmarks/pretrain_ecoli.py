@@ -1,7 +1,7 @@
 """MLM pretraining on the E. coli K-12 MG1655 genome, scored against two count baselines on the same held-out bases.
 
 Trains a Caduceus-Ph masked language model with `caduceus_hf.training.pretrain` (Hugging Face Trainer) on
-../shared/data/genomes/ecoli_K12_MG1655.fasta.gz (4,639,675 bp). The last 5 % of the genome (232 kb) is held out and
+$CADUCEUS_DATA_DIR/genomes/ecoli_K12_MG1655.fasta.gz (4,639,675 bp). The last 5 % of the genome (232 kb) is held out and
 never trained on; its windows are masked once with a fixed seed (15 % of bases, all replaced by [MASK]), and every
 number below is the mean negative log-likelihood of the true base over exactly those masked bases, in bits (nats in
 brackets):
@@ -42,6 +42,7 @@ from caduceus_hf import CaduceusConfig, CaduceusTokenizer
 from caduceus_hf.training import PretrainDataOptions, pretrain
 
 from budget import TrainingBudget  # benchmarks/budget.py
+from data_dir import data_dir  # benchmarks/data_dir.py
 
 REPO = Path(__file__).resolve().parents[1]
 LN2 = math.log(2)
@@ -122,7 +123,7 @@ def reverse_complement_codes(codes: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--data-dir", type=Path, default=data_dir())
     parser.add_argument("--output-dir", type=Path, default=REPO / "runs" / "pretrain_ecoli")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on the shared 2-core machine, 2 torch threads next to numba's "

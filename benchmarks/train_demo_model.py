@@ -1,7 +1,7 @@
 """Train the small demo Caduceus shipped inside the package (caduceus_hf/pretrained/caduceus-demo/).
 
 Masked-language-model pretraining with the training library (`caduceus_hf.training.pretrain`, Hugging Face Trainer)
-on the public bacterial, phage and human genomes of ../shared/data/genomes:
+on the public bacterial, phage and human genomes of $CADUCEUS_DATA_DIR/genomes:
 
     E. coli K-12 MG1655, H. pylori G27, phage lambda, 40 kb of human chr17 (hg19)
 
@@ -16,7 +16,7 @@ slower machine, and the card then says at which step it stopped.
 
 Run from the repository root (regenerates the packaged model in place; files are staged and moved in at the end):
 
-    python benchmarks/train_demo_model.py [--data-dir ../shared/data] [--output caduceus_hf/pretrained/caduceus-demo]
+    python benchmarks/train_demo_model.py [--data-dir DIR (default $CADUCEUS_DATA_DIR)] [--output caduceus_hf/pretrained/caduceus-demo]
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from caduceus_hf import CaduceusConfig
 from caduceus_hf.training import PretrainDataOptions, pretrain
 
 from budget import TrainingBudget  # benchmarks/budget.py
+from data_dir import data_dir  # benchmarks/data_dir.py
 
 REPO = Path(__file__).resolve().parents[1]
 GENOMES = (
@@ -50,7 +51,7 @@ SHIPPED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenize
 def demo_card(card: str, data_dir: Path, minutes: float, threads: int, stopped_at: int | None, max_steps: int,
               tokens: int, epochs: float, heldout: dict[str, float]) -> str:
     """The card `pretrain` wrote, with a demo notice after its YAML front matter (which must stay first for the Hub)
-    and the local data folder shown as ../shared/data."""
+    and the local data folder shown as $CADUCEUS_DATA_DIR."""
     budget = (
         f"stopped by the wall-clock budget at step {stopped_at} of {max_steps} planned"
         if stopped_at is not None
@@ -80,13 +81,13 @@ def demo_card(card: str, data_dir: Path, minutes: float, threads: int, stopped_a
         "",
     ])
     front_end = card.index("\n---\n", 4) + len("\n---\n")
-    body = card[front_end:].replace(f"{data_dir.resolve()}/", "../shared/data/")
+    body = card[front_end:].replace(f"{data_dir.resolve()}/", "$CADUCEUS_DATA_DIR/")
     return card[:front_end] + "\n" + notice + body
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--data-dir", type=Path, default=data_dir())
     parser.add_argument("--output", type=Path, default=REPO / "caduceus_hf" / "pretrained" / "caduceus-demo")
     parser.add_argument("--max-steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=8)

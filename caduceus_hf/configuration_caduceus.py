@@ -98,6 +98,9 @@ class CaduceusConfig(PreTrainedConfig):
             )
         self._normalise()
         super().__post_init__(**kwargs)
+        num_labels = self.num_labels
+        if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
+            raise ValueError(f"CaduceusConfig.num_labels must be a positive integer, got {num_labels!r}")
 
     def _normalise(self) -> None:
         for key in ("d_model", "n_layer", "vocab_size", "pad_vocab_size_multiple"):
@@ -119,6 +122,24 @@ class CaduceusConfig(PreTrainedConfig):
             value = self.ssm_cfg[key]
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"CaduceusConfig.ssm_cfg['{key}'] must be a positive integer, got {value!r}")
+        for key in ("dt_min", "dt_max", "dt_init_floor", "dt_scale"):
+            value = self.ssm_cfg[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"CaduceusConfig.ssm_cfg['{key}'] must be a positive number, got {value!r}")
+        if self.ssm_cfg["dt_min"] > self.ssm_cfg["dt_max"]:
+            raise ValueError(
+                f"CaduceusConfig.ssm_cfg: dt_min ({self.ssm_cfg['dt_min']}) is larger than dt_max "
+                f"({self.ssm_cfg['dt_max']})"
+            )
+        for key in ("bias", "conv_bias"):
+            if not isinstance(self.ssm_cfg[key], bool):
+                raise ValueError(f"CaduceusConfig.ssm_cfg['{key}'] must be true or false, got {self.ssm_cfg[key]!r}")
+        eps = self.norm_epsilon
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < math.inf:
+            raise ValueError(f"CaduceusConfig.norm_epsilon must be a positive number, got {eps!r}")
+        dropout = self.classifier_dropout
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ValueError(f"CaduceusConfig.classifier_dropout must be in [0, 1), got {dropout!r}")
         if self.ssm_cfg["dt_init"] not in ("random", "constant"):
             raise ValueError(f"CaduceusConfig.ssm_cfg['dt_init'] must be 'random' or 'constant', got {self.ssm_cfg['dt_init']!r}")
 
@@ -128,6 +149,14 @@ class CaduceusConfig(PreTrainedConfig):
             "n_residuals_per_layer": 1,
             **(self.initializer_cfg or {}),
         }
+        std = self.initializer_cfg["initializer_range"]
+        if isinstance(std, bool) or not isinstance(std, (int, float)) or not 0 < std < math.inf:
+            raise ValueError(f"CaduceusConfig.initializer_cfg['initializer_range'] must be positive, got {std!r}")
+        residuals = self.initializer_cfg["n_residuals_per_layer"]
+        if isinstance(residuals, bool) or not isinstance(residuals, int) or residuals < 1:
+            raise ValueError(
+                f"CaduceusConfig.initializer_cfg['n_residuals_per_layer'] must be a positive integer, got {residuals!r}"
+            )
 
         if self.bidirectional_strategy is None:
             self.bidirectional_strategy = "add"

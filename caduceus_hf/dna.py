@@ -17,17 +17,16 @@ NUCLEOTIDE_IDS: tuple[int, ...] = tuple(VOCAB[b] for b in "ACGT")
 # Tokens that frame or pad a sequence rather than belong to it: a reverse complement leaves them where they are.
 FRAMING_TOKEN_IDS: tuple[int, ...] = tuple(VOCAB[t] for t in ("[CLS]", "[SEP]", "[BOS]", "[PAD]"))
 
-_BASE_COMPLEMENT = {"A": "T", "C": "G", "G": "C", "T": "A", "N": "N"}
-# Token id -> id of the complementary token; every special token is its own complement.
-DNA_COMPLEMENT_MAP: dict[int, int] = {
-    i: VOCAB[_BASE_COMPLEMENT[tok]] if tok in _BASE_COMPLEMENT else i for tok, i in VOCAB.items()
-}
-
-# IUPAC ambiguity codes complement too; case is kept, anything else is left as is (it tokenizes to [UNK] anyway).
+# The one complement table: IUPAC codes (ambiguity codes complement too); case is kept, anything else is left as is
+# (it tokenizes to [UNK] anyway).
 _IUPAC = "ACGTUNRYSWKMBDHV"
 _IUPAC_COMPLEMENT = "TGCAANYRSWMKVHDB"
 _STRING_COMPLEMENT = str.maketrans(_IUPAC + _IUPAC.lower(), _IUPAC_COMPLEMENT + _IUPAC_COMPLEMENT.lower())
 
+# Token id -> id of the complementary token (from the table above); every special token is its own complement.
+DNA_COMPLEMENT_MAP: dict[int, int] = {
+    i: VOCAB[tok.translate(_STRING_COMPLEMENT)] if tok in NUCLEOTIDES else i for tok, i in VOCAB.items()
+}
 
 def reverse_complement(sequence: str) -> str:
     """Reverse complement of a DNA string (IUPAC aware, case preserving): "AACG" -> "CGTT"."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
+import re
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,7 @@ from .rcps import (
     RCPSEmbedding,
     RCPSLMHead,
     RCPSWrapper,
+    average_strands,
     resized_complement,
     split_strands,
     swap_strands,
@@ -46,14 +48,26 @@ from .rcps import (
 from .validation import LabelKind, validate_inputs
 
 
-# The original's non-fused PS models wrap their norms (`...norm.submodule.weight`); the weights are the same, so both
-# layouts load into one module. v5 writes a checkpoint back in the layout it was loaded from.
-register_checkpoint_conversion_mapping(
-    "caduceus",
+# The original names a norm `...norm.submodule.weight` in non-fused PS models and `...norm.weight` everywhere else;
+# the weights are the same, so both layouts load into one module (from_pretrained through this mapping, load_state_dict
+# as Trainer's resume uses it through `_accept_original_norm_names`). Saving writes the original's layout for the
+# model's own config (`CaduceusPreTrainedModel._weight_conversions`), whichever layout the weights came from.
+_NORM_RENAMINGS = ((r"\.norm\.submodule\.", r"\.norm\."), (r"norm_f\.submodule\.", r"norm_f\."))
+_ORIGINAL_NORM_NAME = re.compile(r"(^|\.)(norm|norm_f)\.submodule\.")
+
+
+def _norm_renamings() -> list[WeightRenaming]:
     # Targets are escaped too: v5 reverses a renaming by using the target as the pattern when saving.
-    [WeightRenaming(r"\.norm\.submodule\.", r"\.norm\."), WeightRenaming(r"norm_f\.submodule\.", r"norm_f\.")],
-    overwrite=True,
-)
+    return [WeightRenaming(source, target) for source, target in _NORM_RENAMINGS]
+
+
+register_checkpoint_conversion_mapping("caduceus", _norm_renamings(), overwrite=True)
+
+
+def _accept_original_norm_names(module, state_dict, prefix, *args) -> None:
+    """load_state_dict pre-hook: read `...norm.submodule.weight` (a non-fused PS checkpoint) as `...norm.weight`."""
+    for key in [k for k in state_dict if k.startswith(prefix) and _ORIGINAL_NORM_NAME.search(k)]:
+        state_dict[_ORIGINAL_NORM_NAME.sub(r"\1\2.", key)] = state_dict.pop(key)
 
 
 class CaduceusEmbeddings(nn.Module):
@@ -261,6 +275,21 @@ class CaduceusPreTrainedModel(PreTrainedModel):
     # Trainer passes num_items_in_batch; losses are then summed and divided by it.
     accepts_loss_kwargs = True
 
+    def __init__(self, config: CaduceusConfig, *inputs, **kwargs) -> None:
+        super().__init__(config, *inputs, **kwargs)
+        self.register_load_state_dict_pre_hook(_accept_original_norm_names)
+
+    @property
+    def _weight_conversions(self) -> list[WeightRenaming]:
+        """What save_pretrained reverses: the original's layout follows the config (non-fused PS models wrap their
+        norms), not the layout the weights were loaded from, so every way of building a model saves the same keys."""
+        return _norm_renamings() if self.config.rcps and not self.config.fused_add_norm else []
+
+    @_weight_conversions.setter
+    def _weight_conversions(self, value: list) -> None:
+        # from_pretrained records the renamings it applied; the layout to save is decided by the config instead.
+        pass
+
     @classmethod
     def from_pretrained(cls, *args, scan_backend: str | None = None, **kwargs):
         """PreTrainedModel.from_pretrained, plus scan_backend: which implementation runs the mixers (see
@@ -285,13 +314,20 @@ class CaduceusPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """The original's initialisation (mamba-ssm's Mamba init plus Caduceus' _init_weights), load-safe."""
-        cfg = self.config.initializer_cfg
-        std = cfg["initializer_range"]
+        """The original's initialisation (mamba-ssm's Mamba init plus Caduceus' _init_weights), load-safe.
+
+        Called on every module of a new model, and on the modules owning the tensors a checkpoint lacks: each mixer
+        projection is therefore initialised by its role in its Mamba, whichever module the call comes for.
+        """
+        std = self.config.initializer_cfg["initializer_range"]
         if isinstance(module, Mamba):
-            self._init_mamba(module)
+            A = torch.arange(1, module.d_state + 1, dtype=torch.float32).repeat(module.d_inner, 1)
+            init.copy_(module.A_log, torch.log(A))
+            init.ones_(module.D)
         elif isinstance(module, (RCPSEmbedding, RCPSLMHead)):
             init.copy_(module.complement_map, complement_table(self.config.complement_map, self.config.vocab_size))
+        elif isinstance(module, (nn.Linear, nn.Conv1d)) and (role := self._mamba_role(module)) is not None:
+            self._init_mamba_part(*role)
         elif isinstance(module, nn.Embedding):
             init.normal_(module.weight, std=std)
         elif isinstance(module, (RMSNorm, nn.LayerNorm)):
@@ -304,38 +340,46 @@ class CaduceusPreTrainedModel(PreTrainedModel):
             init.normal_(module.weight, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            # An LM head that is not tied (tie_word_embeddings false): PyTorch's default, as the original leaves it.
+            _init_default_linear(module)
 
-    def _init_mamba(self, mamba: Mamba) -> None:
+    def _mamba_role(self, module: nn.Module) -> tuple[Mamba, str] | None:
+        """The Mamba owning `module` and its attribute name there (in_proj, conv1d, x_proj, dt_proj, out_proj)."""
+        for mamba in self.modules():
+            if isinstance(mamba, Mamba):
+                for role in ("in_proj", "conv1d", "x_proj", "dt_proj", "out_proj"):
+                    if getattr(mamba, role) is module:
+                        return mamba, role
+        return None
+
+    def _init_mamba_part(self, mamba: Mamba, role: str) -> None:
         ssm = self.config.ssm_cfg
         cfg = self.config.initializer_cfg
-        for linear in (mamba.in_proj, mamba.x_proj):
-            _init_default_linear(linear)
-        bound = 1.0 / math.sqrt(mamba.conv1d.weight.shape[-1])
-        init.uniform_(mamba.conv1d.weight, -bound, bound)
-        if mamba.conv1d.bias is not None:
-            init.uniform_(mamba.conv1d.bias, -bound, bound)
-
-        dt_std = mamba.dt_rank**-0.5 * ssm["dt_scale"]
-        if ssm["dt_init"] == "constant":
-            init.constant_(mamba.dt_proj.weight, dt_std)
+        if role in ("in_proj", "x_proj"):
+            _init_default_linear(getattr(mamba, role))
+        elif role == "conv1d":
+            bound = 1.0 / math.sqrt(mamba.conv1d.weight.shape[-1])
+            init.uniform_(mamba.conv1d.weight, -bound, bound)
+            if mamba.conv1d.bias is not None:
+                init.uniform_(mamba.conv1d.bias, -bound, bound)
+        elif role == "dt_proj":
+            dt_std = mamba.dt_rank**-0.5 * ssm["dt_scale"]
+            if ssm["dt_init"] == "constant":
+                init.constant_(mamba.dt_proj.weight, dt_std)
+            else:
+                init.uniform_(mamba.dt_proj.weight, -dt_std, dt_std)
+            log_min, log_max = math.log(ssm["dt_min"]), math.log(ssm["dt_max"])
+            dt = torch.exp(torch.rand(mamba.d_inner) * (log_max - log_min) + log_min).clamp(min=ssm["dt_init_floor"])
+            init.copy_(mamba.dt_proj.bias, dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
         else:
-            init.uniform_(mamba.dt_proj.weight, -dt_std, dt_std)
-        dt = torch.exp(
-            torch.rand(mamba.d_inner) * (math.log(ssm["dt_max"]) - math.log(ssm["dt_min"])) + math.log(ssm["dt_min"])
-        ).clamp(min=ssm["dt_init_floor"])
-        init.copy_(mamba.dt_proj.bias, dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
-
-        A = torch.arange(1, mamba.d_state + 1, dtype=torch.float32).repeat(mamba.d_inner, 1)
-        init.copy_(mamba.A_log, torch.log(A))
-        init.ones_(mamba.D)
-
-        # out_proj: PyTorch's default, scaled by 1/sqrt(n_residuals * n_layer) (GPT-2 scheme) when asked.
-        bound = 1.0 / math.sqrt(mamba.out_proj.in_features)
-        if cfg["rescale_prenorm_residual"]:
-            bound /= math.sqrt(cfg["n_residuals_per_layer"] * self.config.n_layer)
-        init.uniform_(mamba.out_proj.weight, -bound, bound)
-        if mamba.out_proj.bias is not None:
-            init.zeros_(mamba.out_proj.bias)
+            # out_proj: PyTorch's default, scaled by 1/sqrt(n_residuals * n_layer) (GPT-2 scheme) when asked.
+            bound = 1.0 / math.sqrt(mamba.out_proj.in_features)
+            if cfg["rescale_prenorm_residual"]:
+                bound /= math.sqrt(cfg["n_residuals_per_layer"] * self.config.n_layer)
+            init.uniform_(mamba.out_proj.weight, -bound, bound)
+            if mamba.out_proj.bias is not None:
+                init.zeros_(mamba.out_proj.bias)
 
     # --- shared input handling -------------------------------------------------------------------------------
     _label_kind: LabelKind | None = None
@@ -806,8 +850,7 @@ class CaduceusForTokenClassification(CaduceusPreTrainedModel):
                                 output_hidden_states=output_hidden_states, return_dict=True, conjoin=conjoin)
         states = outputs.last_hidden_state
         if self.config.rcps:
-            fwd, rc = split_strands(states)
-            states = (fwd + rc.flip(-1)) / 2
+            states = average_strands(states)
         logits = self.score(self.dropout(states))
         # 2. Loss: transformers' ForTokenClassification, 0 when nothing is labelled.
         loss = None

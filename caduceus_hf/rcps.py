@@ -25,6 +25,13 @@ def split_strands(hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return hidden_states.chunk(2, dim=-1)
 
 
+def average_strands(hidden_states: torch.Tensor) -> torch.Tensor:
+    """(..., 2d) -> (..., d): the mean of the forward half and the channel-flipped reverse-complement half, i.e. of
+    the two strands' representations of the same base pair (RC-invariant per position)."""
+    fwd, rc = split_strands(hidden_states)
+    return (fwd + rc.flip(-1)) / 2
+
+
 def swap_strands(hidden_states: torch.Tensor) -> torch.Tensor:
     """[a | b] -> [b | a]: the original's fused add+norm reads the strands in this order (see modeling docs)."""
     fwd, rc = split_strands(hidden_states)

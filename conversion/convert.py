@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +25,8 @@ from transformers import AutoModelForTokenClassification
 
 from ..configuration_caduceus import CaduceusConfig
 from ..dna import DNA_COMPLEMENT_MAP
+from ..genomics import atomic_directory, check_output_directory
+from ..loading import ModelLoadError, load_pretrained, looks_like_repo_id
 from ..modeling_caduceus import (
     Caduceus,
     CaduceusForMaskedLM,
@@ -36,7 +37,7 @@ from ..modeling_caduceus import (
 from ..tokenization_caduceus import CaduceusTokenizer
 from . import lightning
 from .errors import ConversionError
-from .model_card import model_card
+from ..model_card import conversion_card
 
 ARCHITECTURES: dict[str, tuple[type[CaduceusPreTrainedModel], type]] = {
     "CaduceusForMaskedLM": (CaduceusForMaskedLM, AutoModelForMaskedLM),
@@ -74,31 +75,31 @@ def convert(
 ) -> ConversionReport:
     """Convert `src` (a .ckpt file, a model directory or a Hub repo id) into a new directory `dst`."""
     dst = Path(dst)
-    if dst.exists() and not force:
-        raise ConversionError(f"{dst} already exists; pass --force to replace it")
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2):
+        raise ConversionError(f"--max-length must be an integer >= 2 (a base and [SEP]), got {max_length!r}")
+    try:
+        check_output_directory(dst, force, option="destination")
+    except ValueError as err:
+        raise ConversionError(str(err)) from None
     source_path = Path(src)
+    if source_path.resolve() == dst.resolve() or dst.resolve() in source_path.resolve().parents:
+        raise ConversionError(f"destination {dst} is the source {src} (or contains it); choose another directory")
     if source_path.is_file():
         model, meta = _from_lightning(source_path, config_file, unsafe_pickle, max_length)
         kind, base_model = "lightning", None
     else:
         if source_path.is_dir():
             directory, base_model = source_path, None
-        elif _looks_like_repo_id(str(src)):
+        elif looks_like_repo_id(str(src)):
             directory, base_model = _download(str(src), revision), str(src)
         else:
             raise ConversionError(f"{src}: no such file or directory, and not a Hub repo id (org/name)")
         model, meta = _from_directory(directory, max_length)
         kind = "hub" if base_model else "directory"
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
-    try:
+    with atomic_directory(dst, force) as tmp:
         max_abs_diff = _write_and_verify(model, tmp, meta, str(src), base_model, license)
         files = sorted(p.name for p in tmp.iterdir())
-        _replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return ConversionReport(
         source=str(src),
         kind=kind,
@@ -167,19 +168,17 @@ def _load_strict(model: CaduceusPreTrainedModel, state: dict[str, torch.Tensor],
     model.load_state_dict(state, strict=True)
 
 
-def _looks_like_repo_id(value: str) -> bool:
-    parts = value.split("/")
-    return len(parts) == 2 and all(parts) and not value.startswith((".", "/", "~"))
-
-
 def _download(repo_id: str, revision: str | None) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.py", "*.md"]))
-    except (RepositoryNotFoundError, LocalEntryNotFoundError, HfHubHTTPError, OSError) as err:
-        raise ConversionError(f"{repo_id}: cannot fetch the repository: {err}") from None
+    except (RepositoryNotFoundError, LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as err:
+        reason = str(err).splitlines()[0]
+        raise ConversionError(
+            f"{repo_id}: no such local file or directory, and as a Hub repo id it cannot be fetched: {reason}"
+        ) from None
 
 
 def _from_directory(directory: Path, max_length: int | None):
@@ -190,6 +189,8 @@ def _from_directory(directory: Path, max_length: int | None):
         raw = json.loads(config_path.read_text())
     except json.JSONDecodeError as err:
         raise ConversionError(f"{config_path}: invalid JSON: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConversionError(f"{config_path}: not a JSON object")
     if raw.get("model_type") != "caduceus":
         raise ConversionError(f"{config_path}: model_type is {raw.get('model_type')!r}, not 'caduceus'")
     architecture = (raw.get("architectures") or ["CaduceusForMaskedLM"])[0]
@@ -199,16 +200,16 @@ def _from_directory(directory: Path, max_length: int | None):
         raise ConversionError(f"{directory}: no model.safetensors (only safetensors weights are read)")
     cls = ARCHITECTURES[architecture][0]
     try:
-        model, info = cls.from_pretrained(directory, output_loading_info=True)
-    except (OSError, ValueError, RuntimeError) as err:
-        raise ConversionError(f"{directory}: cannot load: {err}") from None
-    problems = {k: sorted(v) for k, v in info.items() if v}
-    if problems:
-        raise ConversionError(f"{directory}: the weights do not fit the config: {problems}")
+        model = load_pretrained(cls, directory)
+    except ModelLoadError as err:
+        raise ConversionError(str(err)) from None
     tokenizer_config = directory / "tokenizer_config.json"
     source_max = None
     if tokenizer_config.is_file():
-        source_max = json.loads(tokenizer_config.read_text()).get("model_max_length")
+        try:
+            source_max = json.loads(tokenizer_config.read_text()).get("model_max_length")
+        except (ValueError, AttributeError) as err:
+            raise ConversionError(f"{tokenizer_config}: invalid JSON: {err}") from None
     meta = {
         "dropped_keys": [],
         "max_length": max_length or (source_max if isinstance(source_max, int) and source_max < 10**9 else None)
@@ -254,7 +255,7 @@ def _write_and_verify(model, out: Path, meta: dict, source: str, base_model: str
         raise ConversionError(f"verification failed: reloaded outputs differ from the source model's by {diff:.3g}")
 
     (out / "README.md").write_text(
-        model_card(config, type(model).__name__, model.num_parameters(), source, base_model, license, diff,
+        conversion_card(config, type(model).__name__, model.num_parameters(), source, base_model, license, diff,
                    meta["dropped_keys"])
     )
     return diff
@@ -263,14 +264,3 @@ def _write_and_verify(model, out: Path, meta: dict, source: str, base_model: str
 def _probe_output(model: CaduceusPreTrainedModel) -> torch.Tensor:
     out = model(PROBE_IDS.to(model.device))
     return out.logits if hasattr(out, "logits") else out.last_hidden_state
-
-
-def _replace(tmp: Path, dst: Path) -> None:
-    """Move the finished directory into place; an existing dst (with --force) is removed only after."""
-    if not dst.exists():
-        os.rename(tmp, dst)
-        return
-    old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-    os.rename(dst, old)
-    os.rename(tmp, dst)
-    shutil.rmtree(old, ignore_errors=True)

@@ -57,7 +57,11 @@ def load_checkpoint(path: Path, unsafe_pickle: bool = False) -> dict[str, Any]:
     unsafe_pickle=True falls back to a full unpickle: only for files you trust, since unpickling runs code.
     """
     if unsafe_pickle:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # noqa: BLE001 - as below
+            reason = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+            raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
     allowlist = _omegaconf_allowlist()
     try:
         with torch.serialization.safe_globals(allowlist):
@@ -67,8 +71,9 @@ def load_checkpoint(path: Path, unsafe_pickle: bool = False) -> dict[str, Any]:
             f"{path}: refusing to unpickle it: it needs objects outside the allowlist of OmegaConf types "
             f"({str(err).splitlines()[0][:300]}). If you trust the file, pass --unsafe-pickle."
         ) from None
-    except (RuntimeError, OSError, EOFError) as err:
-        raise ConversionError(f"{path}: not a readable PyTorch checkpoint: {err}") from None
+    except Exception as err:  # noqa: BLE001 - torch.load reports a file of another kind in many ways
+        reason = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+        raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
 
 
 def _hyper_parameters(checkpoint: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,7 @@ Genomic Benchmarks' `seq,label`. From scratch by default, or from any Caduceus c
 checkpoint gives its backbone; the classification head is new). A fixed 20 % of the table is held out and scored
 (accuracy, MCC, F1 over the whole held-out set):
 
-    python examples/finetune_classifier.py ../shared/data/genomic_benchmarks/human_enhancers_cohn_test.csv
+    python examples/finetune_classifier.py $CADUCEUS_DATA_DIR/genomic_benchmarks/human_enhancers_cohn_test.csv
 """
 
 from __future__ import annotations

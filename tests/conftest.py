@@ -1,4 +1,4 @@
-"""Shared test helpers: fixture paths, tiny configs, the optional ../shared data folder."""
+"""Shared test helpers: fixture paths, tiny configs, the optional external data directory (CADUCEUS_DATA_DIR)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 FIXTURES = Path(__file__).parent / "fixtures"
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# Real genomes and variant sets that are not in the repository (benchmarks/data_dir.py reads the same variable);
+# without it, ../shared/data beside the repository when present; tests that need it skip otherwise.
+DATA_DIR_ENV = "CADUCEUS_DATA_DIR"
+SHARED_DATA = (
+    Path(os.environ[DATA_DIR_ENV]).expanduser() if os.environ.get(DATA_DIR_ENV)
+    else Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 
 
 def tiny_config(**overrides):
@@ -46,7 +52,7 @@ def random_ids(batch: int, length: int, seed: int = 0, low: int = 7, high: int =
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data is not present (fresh clone outside the workplace)")
+        pytest.skip(f"external data directory {SHARED_DATA} not present (set {DATA_DIR_ENV})")
     return SHARED_DATA
 
 

@@ -9,13 +9,17 @@ pass by hand, single-sequence embeddings), not only for shape.
 from __future__ import annotations
 
 import gzip
+import json
 import math
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from conftest import perturb, tiny_config
 
 from caduceus_hf import CaduceusForMaskedLM, CaduceusTokenizer
@@ -34,7 +38,7 @@ from caduceus_hf.apps import (
     read_vcf,
     score_variants,
 )
-from caduceus_hf.apps.embed import tile
+from caduceus_hf.genomics import tile
 from caduceus_hf.apps.variants import variant_window
 from caduceus_hf.cli import main as cli_main
 from caduceus_hf.dna import VOCAB, reverse_complement
@@ -110,7 +114,9 @@ def test_embed_fasta_ids_windows_and_both_output_formats(model_dir, tmp_path):
     with gzip.open(fasta, "wt") as fh:
         fh.write(f">a first\n{GENOME[:50]}\n>b\n{GENOME[100:123].lower()}\n")
     result = embed_fasta(fasta, model_dir, window=20, stride=10, batch_size=3, device="cpu")
-    assert result.ids == ["a"] * 4 + ["b"] * 2
+    # ids are unique coordinates (samtools' 1-based inclusive); names are the records'.
+    assert result.ids == ["a:1-20", "a:11-30", "a:21-40", "a:31-50", "b:1-20", "b:11-23"]
+    assert result.names == ["a"] * 4 + ["b"] * 2 and result.contig == result.names
     assert result.start.tolist() == [0, 10, 20, 30, 0, 10]
     assert result.end.tolist() == [20, 30, 40, 50, 20, 23]
     assert result.vectors.shape == (6, 16) and result.vectors.dtype == np.float32
@@ -125,6 +131,7 @@ def test_embed_fasta_ids_windows_and_both_output_formats(model_dir, tmp_path):
     pq = pytest.importorskip("pyarrow.parquet")
     table = pq.read_table(result.save(tmp_path / "e.parquet"))
     assert table.column("id").to_pylist() == result.ids
+    assert table.column("contig").to_pylist() == result.contig and table.column("name").to_pylist() == result.names
     np.testing.assert_array_equal(np.stack(table.column("embedding").to_numpy(zero_copy_only=False)), result.vectors)
     assert b"definition" in table.schema.metadata
     with pytest.raises(ValueError, match="unknown output format"):
@@ -169,8 +176,9 @@ def test_embed_bed_regions_on_a_reference(ph_dir, reference, tmp_path):
     bed = tmp_path / "r.bed"
     bed.write_text("track name=x\n# comment\nchr1\t10\t40\tpromoter\t0\t+\nchr2\t5\t30\n")
     result = embed_fasta(reference, ph_dir, bed=bed, window=20, device="cpu")
-    assert result.ids == ["promoter", "promoter", "chr2:6-30", "chr2:6-30"]
-    assert result.chrom == ["chr1", "chr1", "chr2", "chr2"]
+    assert result.ids == ["chr1:11-30", "chr1:31-40", "chr2:6-25", "chr2:26-30"]
+    assert result.names == ["promoter", "promoter", "chr2:6-30", "chr2:6-30"]
+    assert result.contig == ["chr1", "chr1", "chr2", "chr2"]
     assert result.start.tolist() == [10, 30, 5, 25] and result.end.tolist() == [30, 40, 25, 30]
     model, tok = load_model(ph_dir, device="cpu")
     torch.testing.assert_close(
@@ -319,11 +327,17 @@ def test_labels_give_auroc_and_a_roc_plot_from_the_cli(ph_dir, reference, tmp_pa
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_non_binary_labels_are_an_error_naming_the_line(ph_dir, reference, tmp_path):
+def test_non_binary_labels_are_an_error_naming_the_line_before_anything_is_written(
+    ph_dir, reference, tmp_path, capsys
+):
     vcf = write_vcf(tmp_path / "v.vcf", [snv(20, info="LABEL=1"), snv(30, info="LABEL=2")])
-    result = score_variants(vcf, reference, ph_dir, window=16, label_key="LABEL", device="cpu")
     with pytest.raises(GenomeFileError, match=r"v\.vcf:7: label LABEL='2' is not 0 or 1"):
-        result.auroc()
+        score_variants(vcf, reference, ph_dir, window=16, label_key="LABEL", device="cpu")
+    out = tmp_path / "s.tsv"
+    args = ["score-variants", "--vcf", str(vcf), "--fasta", str(reference), "--model", str(ph_dir), "--out", str(out),
+            "--window", "16", "--label-key", "LABEL", "--device", "cpu"]
+    assert cli_main(args) == 1 and not out.exists()
+    assert "v.vcf:7: label LABEL='2'" in capsys.readouterr().err
 
 
 # --- fill-mask --------------------------------------------------------------------------------------------------------
@@ -436,7 +450,7 @@ def test_cli_errors_name_the_file_and_exit_1(ph_dir, reference, tmp_path, capsys
         assert cli_main(["fill-mask", "--fasta", str(locked), "--model", str(ph_dir)]) == 1
         assert "cannot be read (permission denied)" in capsys.readouterr().err
     assert cli_main(["fill-mask", "--sequence", "AC[MASK]", "--model", str(tmp_path / "nope")]) == 1
-    assert "not a model directory, nor a Hub repo id" in capsys.readouterr().err
+    assert "nope: no such model directory" in capsys.readouterr().err
 
 
 def test_indexed_and_in_memory_references_agree(reference, tmp_path):
@@ -526,3 +540,136 @@ def test_a_missing_optional_dependency_names_the_apps_extra(ph_dir, reference, t
     assert code == 1
     assert ("caduceus-hf embed: error: reading FASTA files needs pysam, which is not installed: "
             "pip install 'caduceus-hf[apps]'") in capsys.readouterr().err
+
+
+# --- models that do not fit, outputs, options (issue 13) ---------------------------------------------------------------
+
+
+def _copy_model(src: Path, dst: Path, drop: str | None = None, config_edit=None) -> Path:
+    import shutil
+
+    from safetensors.torch import save_file
+
+    shutil.copytree(src, dst)
+    if drop is not None:
+        weights = load_file(dst / "model.safetensors")
+        save_file({k: v for k, v in weights.items() if drop not in k}, dst / "model.safetensors",
+                  metadata={"format": "pt"})
+    if config_edit is not None:
+        config = json.loads((dst / "config.json").read_text())
+        config_edit(config)
+        (dst / "config.json").write_text(json.dumps(config))
+    return dst
+
+
+def test_a_checkpoint_missing_weights_is_refused_unless_allowed(ph_dir, tmp_path, capsys):
+    broken = _copy_model(ph_dir, tmp_path / "m", drop="layers.0.mixer.mamba_fwd.in_proj")
+    with pytest.raises(ModelLoadError, match=r"missing 2 key\(s\): caduceus\.backbone\.layers\.0\.mixer\.mamba_fwd"
+                                              r"\.in_proj\.weight.*--allow-missing"):
+        load_model(broken, masked_lm=True, device="cpu")
+    args = ["fill-mask", "--sequence", "ACGT[MASK]ACGT", "--model", str(broken), "--device", "cpu"]
+    assert cli_main(args) == 1 and "--allow-missing" in capsys.readouterr().err
+    assert cli_main(args + ["--allow-missing"]) == 0
+    probabilities = [float(x) for x in capsys.readouterr().out.split()[4::2]]
+    assert len(probabilities) == 4 and all(math.isfinite(p) for p in probabilities)
+
+
+def test_a_config_that_does_not_fit_the_weights_is_refused(ph_dir, tmp_path):
+    def typo(config):
+        config["n_layers"] = config.pop("n_layer")
+
+    with pytest.raises(ModelLoadError, match=r"config\.json has keys this model does not know: \['n_layers'\]"):
+        load_model(_copy_model(ph_dir, tmp_path / "m", config_edit=typo), device="cpu")
+
+
+@pytest.mark.parametrize("content", [b"", b"not safetensors at all", None], ids=["empty", "text", "truncated"])
+def test_unreadable_weights_are_a_clear_error(ph_dir, tmp_path, content):
+    bad = _copy_model(ph_dir, tmp_path / "m")
+    weights = bad / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100] if content is None else content)
+    with pytest.raises(ModelLoadError, match=r"model\.safetensors: (not a safetensors file|truncated)"):
+        load_model(bad, device="cpu")
+
+
+def test_non_finite_weights_are_refused(ph_dir, tmp_path):
+    from safetensors.torch import save_file
+
+    bad = _copy_model(ph_dir, tmp_path / "m")
+    weights = load_file(bad / "model.safetensors")
+    key = next(k for k in weights if k.endswith("mamba_fwd.D"))
+    weights[key][0] = float("nan")
+    save_file(weights, bad / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelLoadError, match=rf"tensor {re.escape(key.removeprefix('caduceus.'))} holds NaN"):
+        load_model(bad, device="cpu")
+
+
+def test_non_finite_outputs_are_an_error_not_a_printed_nan(ph_dir):
+    model, tok = load_model(ph_dir, masked_lm=True, device="cpu")
+    with torch.no_grad():
+        model.caduceus.backbone.norm_f.weight.fill_(float("nan"))
+    with pytest.raises(ValueError, match="non-finite probabilities"):
+        fill_mask(["AC[MASK]T"], model)
+    with pytest.raises(ValueError, match="non-finite embeddings"):
+        embed_sequences(["ACGT"], model.caduceus, tok)
+
+
+@pytest.mark.parametrize(
+    "out, message",
+    [("missing/e.npz", "the output directory .*missing does not exist"), ("e.csv", "unknown output format '.csv'"),
+     ("adir", "is a directory, not a file")],
+)
+def test_embed_checks_out_before_any_work(ph_dir, tmp_path, capsys, monkeypatch, out, message):
+    (tmp_path / "adir").mkdir()
+    fasta = tmp_path / "x.fa"
+    fasta.write_text(">x\nACGTACGT\n")
+    monkeypatch.setattr("caduceus_hf.apps.embed.embed_fasta", lambda *a, **k: pytest.fail("computed anyway"))
+    assert cli_main(["embed", "--fasta", str(fasta), "--out", str(tmp_path / out), "--model", str(ph_dir)]) == 1
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_outputs_respect_the_umask(ph_dir, reference, tmp_path):
+    previous = os.umask(0o022)
+    try:
+        result = embed_fasta(reference, ph_dir, device="cpu")
+        result.save(tmp_path / "e.npz")
+        vcf = write_vcf(tmp_path / "v.vcf", [snv(20)])
+        score_variants(vcf, reference, ph_dir, window=16, device="cpu").write_tsv(tmp_path / "s.tsv")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "e.npz").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "s.tsv").stat().st_mode & 0o777 == 0o644
+
+
+def test_windows_and_sequences_follow_the_same_rules_everywhere(ph_dir, reference, tmp_path, capsys):
+    vcf = write_vcf(tmp_path / "v.vcf", [snv(20)])
+    model = CaduceusForMaskedLM.from_pretrained(ph_dir)
+    small = tmp_path / "small"
+    model.save_pretrained(small)
+    CaduceusTokenizer(model_max_length=32).save_pretrained(small)
+    with pytest.raises(ValueError, match="window of 64 bases does not fit the model's 32 tokens"):
+        score_variants(vcf, reference, small, window=64, device="cpu")
+    # fill-mask --sequence is DNA text as the FASTA path requires.
+    assert cli_main(["fill-mask", "--sequence", "AC#[MASK]", "--model", str(ph_dir)]) == 1
+    assert "sequence 'seq1': invalid character '#' at position 3" in capsys.readouterr().err
+    assert cli_main(["fill-mask", "--sequence", "AC[MASK]", "--model", str(ph_dir), "--threads", "-1"]) == 1
+    assert "--threads must be a positive integer" in capsys.readouterr().err
+
+
+def test_duplicate_fasta_record_names_are_refused(tmp_path):
+    fasta = tmp_path / "d.fa"
+    fasta.write_text(">a\nACGT\n>b\nACGT\n>a\nGG\n")
+    with pytest.raises(GenomeFileError, match=r"d\.fa:5: record name 'a' appears more than once"):
+        list(read_fasta(fasta))
+
+
+def test_plain_gzip_vcf_reads_like_bgzip(ph_dir, reference, tmp_path):
+    vcf = write_vcf(tmp_path / "v.vcf", [snv(20), snv(30)])
+    gz = tmp_path / "v.vcf.gz"
+    gz.write_bytes(gzip.compress(vcf.read_bytes()))
+    plain = score_variants(vcf, reference, ph_dir, window=16, device="cpu")
+    zipped = score_variants(gz, reference, ph_dir, window=16, device="cpu")
+    assert [v.score for v in zipped.variants] == [v.score for v in plain.variants]
+    corrupt = tmp_path / "c.vcf.gz"
+    corrupt.write_bytes(gz.read_bytes()[:30])
+    with pytest.raises(GenomeFileError, match=r"c\.vcf\.gz: cannot be read"):
+        list(read_vcf(corrupt))

@@ -86,3 +86,24 @@ def test_a_legacy_scan_backend_key_is_dropped_with_an_info_line(caplog, value):
 
 def test_ph_needs_no_complement_map():
     assert CaduceusConfig(rcps=False, complement_map=None).complement_map is None
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(norm_epsilon=0), "norm_epsilon must be a positive number"),
+        (dict(norm_epsilon=-1e-5), "norm_epsilon must be a positive number"),
+        (dict(norm_epsilon="1e-5"), "norm_epsilon must be a positive number"),
+        (dict(ssm_cfg={"dt_min": 0.2, "dt_max": 0.1}), r"dt_min \(0.2\) is larger than dt_max \(0.1\)"),
+        (dict(ssm_cfg={"dt_min": 0}), r"ssm_cfg\['dt_min'\] must be a positive number"),
+        (dict(ssm_cfg={"dt_init_floor": -1}), r"ssm_cfg\['dt_init_floor'\] must be a positive number"),
+        (dict(ssm_cfg={"bias": "no"}), r"ssm_cfg\['bias'\] must be true or false"),
+        (dict(num_labels=0), "num_labels must be a positive integer, got 0"),
+        (dict(classifier_dropout=1.0), r"classifier_dropout must be in \[0, 1\)"),
+        (dict(initializer_cfg={"initializer_range": 0}), "initializer_range'] must be positive"),
+        (dict(initializer_cfg={"n_residuals_per_layer": 0}), "n_residuals_per_layer'] must be a positive integer"),
+    ],
+)
+def test_out_of_range_values_are_refused_naming_the_key(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CaduceusConfig(**kwargs)

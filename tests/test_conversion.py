@@ -15,6 +15,7 @@ from unittest import mock
 import pytest
 import torch
 from safetensors.torch import load_file
+from huggingface_hub import ModelCard
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from caduceus_hf.cli import main
@@ -213,8 +214,10 @@ def test_convert_from_a_repo_id_offline(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: real(*a, **k, cache_dir=cache))
     report = convert(PUBLISHED_ID, tmp_path / "out")
     assert report.kind == "hub"
-    assert f"- {PUBLISHED_ID}" in (tmp_path / "out" / "README.md").read_text()  # base_model
-    with pytest.raises(ConversionError, match="cannot fetch"):
+    data = ModelCard.load(tmp_path / "out" / "README.md").data
+    assert data.base_model == [PUBLISHED_ID] and data.library_name == "transformers"
+    assert data.pipeline_tag == "fill-mask" and data.license == "apache-2.0"
+    with pytest.raises(ConversionError, match="cannot be fetched"):
         convert("nobody/nothing-here", tmp_path / "out2")
 
 
@@ -267,6 +270,34 @@ def test_push_dry_run_contacts_nothing(converted, capsys):
     assert "https://huggingface.co/me/x" in out and "model.safetensors" in out and "private" in out
 
 
+def test_push_leaves_trainer_state_out_unless_asked(converted, tmp_path, capsys):
+    folder = tmp_path / "trained"
+    shutil.copytree(converted, folder)
+    state = ["optimizer.pt", "rng_state.pth", "scheduler.pt", "trainer_state.json", "training_args.bin",
+             "checkpoint-3/model.safetensors", "checkpoint-3/optimizer.pt"]
+    for name in [*state, "notes.txt", "modeling_caduceus.py", ".cache/x"]:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("x")
+    model_files = sorted(["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md",
+                          "modeling_caduceus.py"])
+
+    api = mock.MagicMock()
+    push(folder, "me/x", api=api)
+    assert sorted(api.upload_folder.call_args.kwargs["allow_patterns"]) == model_files
+    api = mock.MagicMock()
+    push(folder, "me/x", include_training_state=True, api=api)
+    assert sorted(api.upload_folder.call_args.kwargs["allow_patterns"]) == sorted(model_files + state)
+
+    with mock.patch("caduceus_hf.conversion.publish.HfApi") as hfapi:
+        assert main(["push", str(folder), "me/x", "--dry-run"]) == 0
+    hfapi.assert_not_called()
+    out = capsys.readouterr().out
+    listed, left_out = out.split("left out, Trainer state")
+    assert f"would upload {len(model_files)} files" in listed and all(f"  {n}\n" in listed for n in model_files)
+    assert all(f"  {n}\n" in left_out for n in state) and "not part of a model repo (1 files):\n  notes.txt" in out
+    assert ".cache" not in out
+
+
 def test_push_refuses_an_incomplete_folder(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ConversionError, match="missing"):
@@ -286,8 +317,63 @@ def test_cli_convert_and_push_dry_run(tmp_path, capsys):
 
 
 def test_cli_is_installed_with_help():
-    exe = shutil.which("caduceus-hf")
+    beside = Path(sys.executable).with_name("caduceus-hf")  # the venv's bin, even when it is not on PATH
+    exe = str(beside) if beside.is_file() else shutil.which("caduceus-hf")
     assert exe, "the caduceus-hf console script is not installed"
     for args in ([], ["convert"], ["push"]):
         result = subprocess.run([exe, *args, "--help"], capture_output=True, text=True, timeout=120)
         assert result.returncode == 0 and "usage: caduceus-hf" in result.stdout
+
+
+# --- bad inputs and what is left on disk (issue 13) --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content", [b"hello\n", b"", b"PK\x03\x04truncated"], ids=["text", "empty", "truncated-zip"])
+def test_a_file_that_is_not_a_checkpoint_is_a_clear_error(tmp_path, content, capsys):
+    src = tmp_path / "model.ckpt"
+    src.write_bytes(content)
+    assert main(["convert", str(src), str(tmp_path / "out")]) == 1
+    assert f"{src}: not a readable PyTorch checkpoint" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.ckpt"]
+
+
+def test_force_onto_a_regular_file_replaces_it_and_leaves_nothing_behind(tmp_path):
+    dst = tmp_path / "out"
+    dst.write_text("not a directory")
+    convert(CKPT, dst, force=True)
+    assert (dst / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_destination_under_a_file_is_refused_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConversionError, match=r"file is a file, not a directory"):
+        convert(CKPT, tmp_path / "file" / "out")
+
+
+def test_output_directories_and_files_respect_the_umask(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        convert(CKPT, tmp_path / "out")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o750
+    assert (tmp_path / "out" / "model.safetensors").stat().st_mode & 0o777 == 0o640
+
+
+def test_a_directory_whose_config_does_not_fit_its_weights_is_refused(tmp_path):
+    src = tmp_path / "typo"
+    shutil.copytree(FIXTURES / "mlm_ph", src)
+    config = json.loads((src / "config.json").read_text())
+    config["n_layers"] = config.pop("n_layer")
+    (src / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConversionError, match=r"missing 266 key.*layers\.10\..*config\.json has keys this model does not know: "
+                                              r"\['n_layers'\]"):
+        convert(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_max_length_is_refused(tmp_path):
+    with pytest.raises(ConversionError, match=r"--max-length must be an integer >= 2 .*got -3"):
+        convert(CKPT, tmp_path / "out", max_length=-3)
+    assert not (tmp_path / "out").exists()

@@ -3,7 +3,7 @@
 Every test trains tiny models (d_model 16-32, 1-2 layers, sequences <= 64 tokens) for a few steps and checks what
 training did (a loss that falls, a task learned above chance, equal gradients), not only that it ran.
 The committed FASTA slice tests/data/lambda_phage_NC_001416.1_1-6000.fa.gz is the first 6,000 bp of phage lambda
-(NCBI RefSeq NC_001416.1, from Debian's bowtie2-examples; see ../shared/data/MANIFEST.md).
+(NCBI RefSeq NC_001416.1, from Debian's bowtie2-examples).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
+from huggingface_hub import ModelCard
 from transformers import (
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
@@ -289,6 +290,43 @@ def test_read_sequence_table_csv_tsv_and_errors(tmp_path):
         read_sequence_table(unlabelled)
 
 
+def test_read_sequence_table_json_parquet_and_gzip(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [("ACGT", "1"), ("GGCC", "0"), ("TTAA", "1")]
+    expected = read_sequence_table(write_table(tmp_path / "t.csv", rows))
+    lines = tmp_path / "t.jsonl"
+    lines.write_text("".join(json.dumps({"sequence": s, "label": int(y)}) + "\n" for s, y in rows))
+    records = tmp_path / "t.json"
+    records.write_text(json.dumps([{"seq": s, "label": y} for s, y in rows]))
+    parquet = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"seq": [s for s, _ in rows], "label": [int(y) for _, y in rows]}), parquet)
+    zipped = tmp_path / "t.tsv.gz"
+    with gzip.open(zipped, "wt") as fh:
+        fh.write("seq\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in rows))
+    for path in (lines, records, parquet, zipped):
+        table = read_sequence_table(path)
+        assert (table.sequences, table.labels, table.label_names) == (
+            expected.sequences, expected.labels, expected.label_names), path
+    token_parquet = tmp_path / "tok.parquet"
+    pq.write_table(pa.table({"seq": ["ACG"], "labels": [[0, 1, 1]]}), token_parquet)
+    assert read_sequence_table(token_parquet, task="token").labels == [[0, 1, 1]]
+
+    empty_label = tmp_path / "e.jsonl"
+    empty_label.write_text('{"seq": "ACGT", "label": 1}\n{"seq": "ACGT", "label": null}\n')
+    with pytest.raises(ValueError, match=r"e\.jsonl:2: column 'label' \(field 2\) is empty"):
+        read_sequence_table(empty_label)
+    with pytest.raises(ValueError, match=r"t\.xlsx: unknown table format"):
+        read_sequence_table(tmp_path / "t.xlsx")
+    with pytest.raises(FileNotFoundError, match="table not found"):
+        read_sequence_table(tmp_path / "missing.parquet")
+    broken = tmp_path / "broken.parquet"
+    broken.write_text("not parquet")
+    with pytest.raises(ValueError, match=r"broken\.parquet: cannot read it as parquet"):
+        read_sequence_table(broken)
+
+
 def test_split_is_fixed_by_seed():
     a = split_indices(100, 0.2, seed=7)
     assert a == split_indices(100, 0.2, seed=7) and a != split_indices(100, 0.2, seed=8)
@@ -365,6 +403,11 @@ def test_pretraining_on_real_dna_writes_a_loadable_model_and_a_truthful_card(tmp
         assert fact in card, fact
     assert AutoModelForMaskedLM.from_pretrained(out).config.vocab_size == 16
     assert (out / "tokenizer.json").is_file()
+    data = ModelCard.load(out / "README.md").data  # metadata the Hub reads
+    assert (data.library_name, data.pipeline_tag, data.base_model) == ("transformers", "fill-mask", None)
+    assert "caduceus" in data.tags
+    loss = data.eval_results[0]
+    assert loss.metric_type == "loss" and loss.metric_value == pytest.approx(result.heldout["nll_nats"])
 
 
 def test_pretraining_resumes_from_a_checkpoint(tmp_path, monkeypatch):
@@ -685,6 +728,41 @@ def test_cli_pretrain_then_finetune_from_it(tmp_path, capsys):
     assert model.config.conjoin_eval is True
 
 
+def test_cli_finetune_from_parquet_with_a_json_args_file_and_a_fresh_resume(tmp_path, capsys):
+    import warnings
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with open(gc_table(tmp_path / "gc.csv", n=40)) as fh:
+        rows = list(csv.reader(fh))[1:]
+    parquet = tmp_path / "gc.parquet"
+    pq.write_table(pa.table({"seq": [s for s, _ in rows], "label": [int(y) for _, y in rows]}), parquet)
+    out_dir = tmp_path / "clf"
+    args_file = tmp_path / "run.json"
+    args_file.write_text(json.dumps({
+        "train_file": str(parquet), "output_dir": str(out_dir), "max_steps": 3, "d_model": 16, "n_layer": 1,
+        "d_state": 4, "per_device_train_batch_size": 8, "threads": 1, "device": "cpu", "save_strategy": "no",
+        "learning_rate": 3e-3,
+    }))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rc = cli_main(["finetune", "--args-file", str(args_file), "--resume"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "fine-tuned 3 steps on 32 examples" in captured.out and "evaluation over 8 examples" in captured.out
+    assert f"--resume: no checkpoint in {out_dir}; starting fresh" in captured.err
+    assert not [w for w in caught if "pin_memory" in str(w.message)], "no pinned memory without an accelerator"
+    assert "\x1b[" not in captured.err
+    model = AutoModelForSequenceClassification.from_pretrained(out_dir)
+    assert model.config.d_model == 16 and model.config.num_labels == 2
+    data = ModelCard.load(out_dir / "README.md").data
+    assert (data.library_name, data.pipeline_tag) == ("transformers", "text-classification")
+    results = {r.metric_type: r.metric_value for r in data.eval_results}
+    assert sorted(results) == ["accuracy", "f1", "mcc"]
+    assert f"accuracy {results['accuracy']:.4f}" in captured.out and data.eval_results[0].dataset_name == "gc.parquet"
+
+
 def test_cli_help_and_errors(tmp_path, capsys):
     for command in ("pretrain", "finetune"):
         with pytest.raises(SystemExit) as exit_info:
@@ -708,3 +786,128 @@ def test_examples_have_help(script, capsys, monkeypatch):
     with pytest.raises(SystemExit) as exit_info:
         runpy.run_path(str(REPO / "examples" / script), run_name="__main__")
     assert exit_info.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+# --- labels, regression, resume (issue 13) ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (["0.5", "1.5", "0.25"], r"t\.csv:2: column 'label': label '0\.5' is a decimal number.*--task regression"),
+        (["1", "1", "1"], r"t\.csv:2: every label is '1'; classification needs at least two classes"),
+        (["a", "a", "a"], r"every label is 'a'"),
+        (["-1", "x", "0"], None),  # names, not ids: "-1" is a class name here
+    ],
+)
+def test_bad_class_labels_are_refused(tmp_path, labels, message):
+    path = write_table(tmp_path / "t.csv", list(zip(["ACGT", "GGCC", "TTAA"], labels)))
+    if message is None:
+        assert read_sequence_table(path).label_names == sorted(set(labels))
+        return
+    with pytest.raises(ValueError, match=message):
+        read_sequence_table(path)
+
+
+def test_sparse_and_huge_class_ids_become_names_not_a_huge_head(tmp_path):
+    table = read_sequence_table(write_table(tmp_path / "t.csv", [("ACGT", "200000"), ("GG", "3"), ("TT", "3")]))
+    assert table.num_labels == 2 and table.label_names == ["3", "200000"] and table.labels == [1, 0, 0]
+    one_based = read_sequence_table(write_table(tmp_path / "o.csv", [("ACGT", "1"), ("GG", "2")]))
+    assert one_based.label_names == ["1", "2"] and one_based.labels == [0, 1]
+    huge = write_table(tmp_path / "tok.csv", [("ACGT", "0 0 1 2000")])
+    with pytest.raises(ValueError, match=r"tok\.csv:2: column 'label': per-base class id 2000"):
+        read_sequence_table(huge, task="token")
+
+
+def test_table_sequences_are_validated_like_fasta(tmp_path):
+    path = write_table(tmp_path / "t.csv", [("ACGT", "0"), ("AC#T", "1")])
+    with pytest.raises(ValueError, match=r"t\.csv:3: column 'seq': invalid character '#' at position 3"):
+        read_sequence_table(path)
+
+
+def test_regression_targets(tmp_path):
+    table = read_sequence_table(write_table(tmp_path / "r.csv", [("ACGT", "0.5"), ("GG", "-2e3")]), task="regression")
+    assert table.labels == [0.5, -2000.0] and table.num_labels == 1 and table.label_names == []
+    for bad, message in (("x", "is not a number"), ("nan", "is not finite")):
+        path = write_table(tmp_path / "b.csv", [("ACGT", "0.5"), ("GG", bad)])
+        with pytest.raises(ValueError, match=rf"b\.csv:3: column 'label': regression target '{bad}' {message}"):
+            read_sequence_table(path, task="regression")
+
+
+def test_finetune_regression_learns_gc_content_and_reports_correlations(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(96):
+        gc = float(rng.uniform(0.2, 0.8))
+        seq = random_dna(rng, 32, ((1 - gc) / 2, gc / 2, gc / 2, (1 - gc) / 2))
+        rows.append((seq, f"{(seq.count('G') + seq.count('C')) / len(seq):.4f}"))
+    table = write_table(tmp_path / "gc.csv", rows)
+    result = finetune(
+        table, tiny_config(n_layer=1), training_args(tmp_path / "out", max_steps=40, learning_rate=5e-3),
+        FinetuneDataOptions(task="regression", eval_fraction=0.25),
+    )
+    m = result.metrics
+    assert {"eval_mse", "eval_pearson", "eval_spearman"} <= set(m)
+    assert m["eval_pearson"] > 0.5 and m["eval_spearman"] > 0.5
+    model = CaduceusForSequenceClassification.from_pretrained(tmp_path / "out")
+    assert model.config.num_labels == 1 and model.config.problem_type == "regression"
+
+
+@pytest.mark.parametrize("config", [dict(rcps=True, fused_add_norm=False), dict(rcps=True), dict()],
+                         ids=["ps-nonfused", "ps-fused", "ph"])
+def test_a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path, config):
+    """Every tensor, norms included, is restored from the checkpoint: the resumed run continues exactly."""
+    table = gc_table(tmp_path / "gc.csv", n=48)
+    options = FinetuneDataOptions(rc_augment=False, eval_fraction=0.25)
+    model_config = tiny_config(n_layer=2, **config)
+
+    class StopAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            control.should_training_stop = state.global_step >= 3
+
+    def run(directory, resume=None, callbacks=()):
+        args = training_args(directory, max_steps=6, save_strategy="steps", save_steps=3, per_device_train_batch_size=4)
+        finetune(table, model_config, args, options, resume_from_checkpoint=resume, callbacks=callbacks)
+        return CaduceusForSequenceClassification.from_pretrained(directory)
+
+    straight = run(tmp_path / "straight")
+    run(tmp_path / "resumed", callbacks=[StopAt()])
+    assert (tmp_path / "resumed" / "checkpoint-3").is_dir()
+    resumed = run(tmp_path / "resumed", resume=str(tmp_path / "resumed" / "checkpoint-3"))
+    expected = straight.state_dict()
+    for key, value in resumed.state_dict().items():
+        torch.testing.assert_close(value, expected[key], rtol=1e-5, atol=1e-6, msg=key)
+    norms = [k for k in expected if "norm" in k]
+    assert norms and not all(torch.equal(expected[k], torch.ones_like(expected[k])) for k in norms)
+
+
+def test_pretraining_on_an_all_n_genome_says_so(tmp_path):
+    fasta = tmp_path / "n.fa"
+    fasta.write_text(">x\n" + "N" * 400 + "\n")
+    with pytest.raises(ValueError, match=r"more than 10% of N"):
+        pretrain([fasta], tiny_config(n_layer=1), training_args(tmp_path / "o"), PretrainDataOptions(window=32))
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(window=0), "window must be a positive integer"),
+        (dict(mlm_probability=0.0), r"mlm_probability must be in \(0, 1\]"),
+        (dict(max_n_fraction=1.5), r"max_n_fraction must be in \[0, 1\]"),
+        (dict(max_eval_windows=0), "max_eval_windows must be a positive integer"),
+        (dict(window=200_000), "does not fit the tokenizer's 131,072 tokens"),
+    ],
+)
+def test_pretraining_options_are_checked_before_training(tmp_path, options, message):
+    fasta = tmp_path / "g.fa"
+    fasta.write_text(">x\n" + "ACGT" * 100 + "\n")
+    with pytest.raises(ValueError, match=message):
+        pretrain([fasta], tiny_config(n_layer=1), training_args(tmp_path / "o"), PretrainDataOptions(**options))
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("init", ["./no/such/dir", "no-such/model"])
+def test_a_missing_init_path_says_so(tmp_path, init):
+    table = gc_table(tmp_path / "gc.csv", n=20)
+    with pytest.raises(ValueError, match=r"no such (model|local) directory"):
+        finetune(table, init, training_args(tmp_path / "o"))

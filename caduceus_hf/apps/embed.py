@@ -23,7 +23,6 @@ record's end and may be shorter); each window is embedded on its own.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +31,21 @@ import numpy as np
 import torch
 
 from ..dna import reverse_complement
+from ..genomics import (
+    GenomeFileError,
+    Interval,
+    Reference,
+    atomic_write,
+    check_output_file,
+    check_positive,
+    read_bed,
+    read_fasta,
+    require,
+    tile,
+)
 from ..modeling_caduceus import Caduceus, pool
-from ..rcps import split_strands
+from ..rcps import average_strands
 from ..tokenization_caduceus import CaduceusTokenizer
-from .genome import GenomeFileError, Reference, read_bed, read_fasta, require
 from .models import ModelSource, load_model
 
 PathLike = str | os.PathLike[str]
@@ -62,8 +72,7 @@ def token_states(
         encoded["input_ids"], attention_mask=encoded["attention_mask"], conjoin=False, return_dict=True
     ).last_hidden_state.float()
     if model.config.rcps:
-        fwd, rc = split_strands(states)
-        states = (fwd + rc.flip(-1)) / 2
+        states = average_strands(states)
     bases = encoded["attention_mask"].bool() & ~encoded["special_tokens_mask"].bool()
     return states, bases
 
@@ -82,16 +91,26 @@ def embed_sequences(
     if rc_average:
         rc_states, rc_bases = token_states(model, tokenizer, [reverse_complement(s) for s in sequences])
         vectors = (vectors + pool(rc_states, rc_bases, "mean")) / 2
+    check_finite(vectors, "embeddings")
     return vectors
+
+
+def check_finite(values: torch.Tensor, what: str) -> torch.Tensor:
+    """`values`, or a ValueError: a model whose outputs are NaN or infinite gives no usable result."""
+    if not bool(torch.isfinite(values).all()):
+        raise ValueError(f"the model produced non-finite {what} (NaN or infinity); check its weights and dtype")
+    return values
 
 
 @dataclass
 class Embeddings:
     """Embeddings of sequences or windows: row i is `vectors[i]` (d_model float32) of bases [start[i], end[i]) of
-    `chrom[i]` (0-based, half-open), from the record or BED region `ids[i]`."""
+    `contig[i]` (0-based, half-open). `ids[i]` is `contig:start-end` (samtools' 1-based inclusive form; unique per
+    row) and `names[i]` the FASTA record or the BED region's name column (its coordinates when it has none)."""
 
     ids: list[str]
-    chrom: list[str]
+    names: list[str]
+    contig: list[str]
     start: np.ndarray
     end: np.ndarray
     vectors: np.ndarray
@@ -101,78 +120,48 @@ class Embeddings:
         return len(self.ids)
 
     def save(self, path: PathLike) -> Path:
-        """Write .npz (arrays ids, chrom, start, end, embeddings, plus metadata strings) or .parquet (columns id,
-        chrom, start, end, embedding as a fixed-size list, metadata in the schema), chosen by the extension. The file
-        is written under a temporary name and renamed, so a failed run leaves no partial output."""
-        path = Path(path)
-        suffix = path.suffix.lower()
-        if suffix not in OUTPUT_FORMATS:
-            raise ValueError(f"{path}: unknown output format {suffix!r}; use one of {', '.join(OUTPUT_FORMATS)}")
-        if not path.parent.is_dir():
-            raise FileNotFoundError(f"output directory does not exist: {path.parent}")
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                if suffix == ".npz":
-                    np.savez(
-                        fh,
-                        ids=np.asarray(self.ids, dtype=str),
-                        chrom=np.asarray(self.chrom, dtype=str),
-                        start=self.start,
-                        end=self.end,
-                        embeddings=self.vectors,
-                        **{key: np.asarray(value) for key, value in self.metadata.items()},
-                    )
-                else:
-                    pa = require("pyarrow", "writing parquet files")
-                    pq = require("pyarrow.parquet", "writing parquet files")
-                    dim = self.vectors.shape[1]
-                    table = pa.table({
-                        "id": pa.array(self.ids, pa.string()),
-                        "chrom": pa.array(self.chrom, pa.string()),
-                        "start": pa.array(self.start, pa.int64()),
-                        "end": pa.array(self.end, pa.int64()),
-                        "embedding": pa.FixedSizeListArray.from_arrays(
-                            pa.array(self.vectors.reshape(-1), pa.float32()), dim
-                        ),
-                    }).replace_schema_metadata(self.metadata)
-                    pq.write_table(table, fh)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Write .npz (arrays ids, names, contig, start, end, embeddings, plus metadata strings) or .parquet (columns
+        id, name, contig, start, end, embedding as a fixed-size list, metadata in the schema), chosen by the
+        extension. The file is written under a temporary name and renamed, so a failed run leaves no partial output."""
+        path = check_output_file(path, OUTPUT_FORMATS, option="output")
+        with atomic_write(path) as fh:
+            if path.suffix.lower() == ".npz":
+                np.savez(
+                    fh,
+                    ids=np.asarray(self.ids, dtype=str),
+                    names=np.asarray(self.names, dtype=str),
+                    contig=np.asarray(self.contig, dtype=str),
+                    start=self.start,
+                    end=self.end,
+                    embeddings=self.vectors,
+                    **{key: np.asarray(value) for key, value in self.metadata.items()},
+                )
+            else:
+                pa = require("pyarrow", "writing parquet files")
+                pq = require("pyarrow.parquet", "writing parquet files")
+                dim = self.vectors.shape[1]
+                table = pa.table({
+                    "id": pa.array(self.ids, pa.string()),
+                    "name": pa.array(self.names, pa.string()),
+                    "contig": pa.array(self.contig, pa.string()),
+                    "start": pa.array(self.start, pa.int64()),
+                    "end": pa.array(self.end, pa.int64()),
+                    "embedding": pa.FixedSizeListArray.from_arrays(
+                        pa.array(self.vectors.reshape(-1), pa.float32()), dim
+                    ),
+                }).replace_schema_metadata(self.metadata)
+                pq.write_table(table, fh)
         return path
 
 
 @dataclass(frozen=True)
 class _Window:
-    """Output coordinates (id, chrom, start, end) and where the text is: sequences[source][lo:hi]."""
+    """A window's coordinates and name, and where its text is: sequences[source][lo:hi]."""
 
-    id: str
-    chrom: str
-    start: int
-    end: int
+    interval: Interval
     source: int
     lo: int
     hi: int
-
-
-def tile(length: int, window: int | None, stride: int | None) -> list[tuple[int, int]]:
-    """[start, end) windows over `length` bases: every `stride` (default `window`) bases from 0, each `window` long
-    except the last, which ends at `length`. window None: the whole sequence."""
-    if window is None:
-        if stride is not None:
-            raise ValueError("a stride needs a window")
-        return [(0, length)]
-    stride = window if stride is None else stride
-    if window < 1 or stride < 1:
-        raise ValueError(f"window and stride must be positive, got window {window}, stride {stride}")
-    spans = []
-    for start in range(0, length, stride):
-        spans.append((start, min(start + window, length)))
-        if start + window >= length:
-            break
-    return spans
 
 
 def _windows_from_fasta(fasta: PathLike, window: int | None, stride: int | None) -> tuple[list[_Window], list[str]]:
@@ -181,7 +170,7 @@ def _windows_from_fasta(fasta: PathLike, window: int | None, stride: int | None)
         source = len(sequences)
         sequences.append(record.sequence)
         spans = tile(len(record.sequence), window, stride)
-        windows += [_Window(record.name, record.name, a, b, source, a, b) for a, b in spans]
+        windows += [_Window(Interval(record.name, a, b, record.name), source, a, b) for a, b in spans]
     return windows, sequences
 
 
@@ -190,17 +179,17 @@ def _windows_from_bed(
 ) -> tuple[list[_Window], list[str]]:
     windows, sequences = [], []
     for region in read_bed(bed):
-        length = reference.length_of(region.chrom, f"{bed}:{region.line}")
+        length = reference.length_of(region.contig, f"{bed}:{region.line}")
         if region.end > length:
             raise GenomeFileError(
-                f"{bed}:{region.line}: interval {region.chrom}:{region.start}-{region.end} ends past the end of the "
+                f"{bed}:{region.line}: interval {region.contig}:{region.start}-{region.end} ends past the end of the "
                 f"contig ({length:,} bases in {reference.path})"
             )
         source = len(sequences)
-        sequences.append(reference.fetch(region.chrom, region.start, region.end))
+        sequences.append(reference.fetch(region.contig, region.start, region.end))
         windows += [
-            _Window(region.label, region.chrom, region.start + a, region.start + b, source, a, b)
-            for a, b in tile(region.end - region.start, window, stride)
+            _Window(Interval(region.contig, region.start + a, region.start + b, region.label), source, a, b)
+            for a, b in tile(len(region), window, stride)
         ]
     return windows, sequences
 
@@ -217,6 +206,7 @@ def embed_fasta(
     device: str | None = None,
     dtype: str | None = None,
     progress: bool = False,
+    allow_missing: bool = False,
 ) -> Embeddings:
     """Embed every record of `fasta`, or with `bed` every BED interval of the reference `fasta`, whole or in windows.
 
@@ -225,15 +215,14 @@ def embed_fasta(
     best device, float32). Windows are batched by length to keep padding small. `progress` shows a tqdm bar on
     stderr (when it is a terminal).
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    check_positive(batch_size, "batch_size")
     tile(1, window, stride)  # check the window options before reading anything
     if bed is None:
         windows, sequences = _windows_from_fasta(fasta, window, stride)
     else:
         with Reference(fasta) as reference:
             windows, sequences = _windows_from_bed(bed, reference, window, stride)
-    net, tokenizer = load_model(model, masked_lm=False, device=device, dtype=dtype)
+    net, tokenizer = load_model(model, masked_lm=False, device=device, dtype=dtype, allow_missing=allow_missing)
     longest = max(w.hi - w.lo for w in windows)
     if longest >= tokenizer.model_max_length:
         raise ValueError(
@@ -260,13 +249,14 @@ def embed_fasta(
         "stride": "" if window is None else str(stride or window),
     }
     return Embeddings(
-        ids=[w.id for w in windows],
-        chrom=[w.chrom for w in windows],
-        start=np.asarray([w.start for w in windows], dtype=np.int64),
-        end=np.asarray([w.end for w in windows], dtype=np.int64),
+        ids=[str(w.interval) for w in windows],
+        names=[w.interval.name or str(w.interval) for w in windows],
+        contig=[w.interval.contig for w in windows],
+        start=np.asarray([w.interval.start for w in windows], dtype=np.int64),
+        end=np.asarray([w.interval.end for w in windows], dtype=np.int64),
         vectors=vectors,
         metadata=metadata,
     )
 
 
-__all__ = ["EMBEDDING_DEFINITION", "Embeddings", "embed_fasta", "embed_sequences", "tile", "token_states"]
+__all__ = ["EMBEDDING_DEFINITION", "Embeddings", "check_finite", "embed_fasta", "embed_sequences", "token_states"]

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 
 import torch
 
-from .genome import read_fasta
+from ..genomics import MASK_TOKEN, check_dna, check_positive, read_fasta
+from .embed import check_finite
 from .models import ModelSource, load_model
 
 PathLike = str | os.PathLike[str]
 NUCLEOTIDES = ("A", "C", "G", "T")
-MASK = "[MASK]"
+MASK = MASK_TOKEN
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ def fill_mask(
     batch_size: int = 16,
     device: str | None = None,
     dtype: str | None = None,
+    allow_missing: bool = False,
 ) -> list[MaskPrediction]:
     """Predict every [MASK] of `sequences` (strings, or (id, sequence) pairs; plain strings are named seq1, seq2...).
 
@@ -51,15 +53,22 @@ def fill_mask(
     """
     if not 1 <= top_k <= len(NUCLEOTIDES):
         raise ValueError(f"top_k must be between 1 and {len(NUCLEOTIDES)}, got {top_k}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    check_positive(batch_size, "batch_size")
     named = [item if isinstance(item, tuple) else (f"seq{i + 1}", item) for i, item in enumerate(sequences)]
     if not named:
         raise ValueError("no sequences given")
     for name, text in named:
+        check_dna(text, f"sequence {name!r}", allow_mask_token=True)
         if MASK not in text:
             raise ValueError(f"sequence {name!r} has no {MASK} to fill: {text[:60]!r}")
-    mlm, tokenizer = load_model(model, masked_lm=True, device=device, dtype=dtype)
+    mlm, tokenizer = load_model(model, masked_lm=True, device=device, dtype=dtype, allow_missing=allow_missing)
+    for name, text in named:
+        tokens = len(text) - (len(MASK) - 1) * text.count(MASK) + 1
+        if tokens > tokenizer.model_max_length:
+            raise ValueError(
+                f"sequence {name!r} has {tokens:,} tokens ([SEP] included), more than the model's "
+                f"{tokenizer.model_max_length:,}"
+            )
     base_ids = torch.tensor(tokenizer.convert_tokens_to_ids(list(NUCLEOTIDES)))
     predictions = []
     with torch.inference_mode():
@@ -68,7 +77,7 @@ def fill_mask(
             encoded = tokenizer([text for _, text in batch], padding=True, return_tensors="pt")
             mlm.validate_inputs(**encoded)
             logits = mlm(**encoded.to(mlm.device), conjoin=False, return_dict=True).logits.float().cpu()
-            probs = logits[..., base_ids].softmax(-1)
+            probs = check_finite(logits[..., base_ids].softmax(-1), "probabilities")
             first = encoded["attention_mask"].argmax(-1).cpu()
             for row, (name, _) in enumerate(batch):
                 masked = (encoded["input_ids"][row].cpu() == tokenizer.mask_token_id).nonzero().flatten()

@@ -8,9 +8,8 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig
 
-from ..configuration_caduceus import CaduceusConfig
+from ..loading import ModelLoadError, load_config, load_pretrained, load_tokenizer, resolve_source
 from ..modeling_caduceus import Caduceus, CaduceusForMaskedLM, CaduceusPreTrainedModel
 from ..tokenization_caduceus import CaduceusTokenizer
 
@@ -19,10 +18,6 @@ ModelSource = PathLike | CaduceusPreTrainedModel | None
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 DEMO_MODEL = "caduceus-demo"
-
-
-class ModelLoadError(ValueError):
-    """A model that cannot be loaded (not found locally, not on the Hub or in its cache offline, not Caduceus)."""
 
 
 def default_model_path() -> Path:
@@ -66,19 +61,12 @@ def resolve_dtype(dtype: str | torch.dtype = "float32") -> torch.dtype:
     return DTYPES[dtype]
 
 
-def _tokenizer_for(path: Path | None) -> CaduceusTokenizer:
-    """The tokenizer saved with a local checkpoint, else the standard one (the vocabulary is fixed, and published
-    Hub repos ship a remote-code tokenizer config rather than files this class reads)."""
-    if path is not None and (path / "tokenizer_config.json").is_file():
-        return CaduceusTokenizer.from_pretrained(path)
-    return CaduceusTokenizer()
-
-
 def load_model(
     source: ModelSource = None,
     masked_lm: bool = False,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
+    allow_missing: bool = False,
 ) -> tuple[Caduceus | CaduceusForMaskedLM, CaduceusTokenizer]:
     """A Caduceus model in eval mode, and its tokenizer.
 
@@ -88,6 +76,8 @@ def load_model(
         (which loads from any Caduceus checkpoint: MLM or classifier).
     device, dtype: where and in which dtype to run (see `resolve_device`, `resolve_dtype`). None: "auto" and
         float32 for a loaded checkpoint; a model object stays where and as it is.
+    allow_missing: accept a checkpoint that lacks some of the model's weights (initialised as new); by default that,
+        and any unexpected weight, is a ModelLoadError naming the keys (see `caduceus_hf.loading.load_pretrained`).
     """
     cls = CaduceusForMaskedLM if masked_lm else Caduceus
     if isinstance(source, CaduceusPreTrainedModel):
@@ -102,39 +92,25 @@ def load_model(
                 dtype=None if dtype is None else resolve_dtype(dtype),
             )
         local = Path(model.name_or_path) if model.name_or_path and Path(model.name_or_path).is_dir() else None
-        return model.eval(), _tokenizer_for(local)
+        return model.eval(), load_tokenizer(local)
 
     target_device = resolve_device("auto" if device is None else device)
     target_dtype = resolve_dtype("float32" if dtype is None else dtype)
-
-    path = default_model_path() if source is None else Path(source)
-    name = str(source) if source is not None else str(path)
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ModelLoadError(f"{path}: not a model directory (no config.json)")
-        local: Path | None = path
-    elif path.exists() or str(source).startswith((".", "/", "~")) or str(source).count("/") != 1:
-        raise ModelLoadError(f"model {name!r}: not a model directory, nor a Hub repo id of the form org/name")
-    else:
-        local = None
-    where = str(path) if local is not None else name
-    try:
-        config = AutoConfig.from_pretrained(where)
-    except (OSError, ValueError) as err:
-        raise ModelLoadError(f"cannot load model {name!r}: {err}") from None
-    if not isinstance(config, CaduceusConfig):
-        raise ModelLoadError(f"model {name!r} is not a Caduceus model (model_type {config.model_type!r})")
+    source = default_model_path() if source is None else source
+    where, local = resolve_source(source)
+    name = os.fspath(source)
     # The LM head is tied to the input embedding, so loading a classifier as an MLM would not even report it missing.
+    config = load_config(where, name)
     if masked_lm and config.architectures and CaduceusForMaskedLM.__name__ not in config.architectures:
         raise ModelLoadError(
             f"model {name!r} has no language-model head (architectures: {', '.join(config.architectures)}); "
             "a masked language model checkpoint is needed"
         )
-    try:
-        model = cls.from_pretrained(where, config=config, dtype=target_dtype)
-    except OSError as err:
-        raise ModelLoadError(f"cannot load model {name!r}: {err}") from None
-    return model.to(target_device).eval(), _tokenizer_for(local)
+    model = load_pretrained(
+        cls, source, allow_missing=allow_missing, ignored_keys=() if masked_lm else ("lm_head.", "score."),
+        dtype=target_dtype,
+    )
+    return model.to(target_device).eval(), load_tokenizer(local)
 
 
 __all__ = [

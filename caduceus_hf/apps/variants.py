@@ -35,15 +35,14 @@ import torch
 import torch.nn.functional as F
 
 from ..dna import reverse_complement
+from ..genomics import GenomeFileError, Reference, check_positive, read_vcf, require, write_file_atomically
 from ..modeling_caduceus import CaduceusForMaskedLM
 from ..tokenization_caduceus import CaduceusTokenizer
-from .embed import embed_sequences
-from .genome import GenomeFileError, Reference, read_vcf, require
+from .embed import check_finite, embed_sequences
 from .models import ModelSource, load_model
 
 PathLike = str | os.PathLike[str]
 BASES = frozenset("ACGT")
-_COMPLEMENT = {"A": "T", "C": "G", "G": "C", "T": "A"}
 SKIP_NOT_SNV = "not an SNV (indel, MNV, symbolic or missing allele)"
 SKIP_NOT_ACGT = "REF or ALT not A/C/G/T"
 
@@ -67,7 +66,8 @@ def masked_log_probs(
     logits = model(
         input_ids.to(model.device), attention_mask=attention_mask.to(model.device), conjoin=False, return_dict=True
     ).logits
-    return F.log_softmax(logits[rows.to(model.device), tokens.to(model.device)].float(), dim=-1).cpu()
+    log_probs = F.log_softmax(logits[rows.to(model.device), tokens.to(model.device)].float(), dim=-1).cpu()
+    return check_finite(log_probs, "log-probabilities")
 
 
 @dataclass
@@ -115,20 +115,9 @@ class VariantScores:
         (1.0, true and false too); anything else is an error naming the VCF line."""
         labels, kept = [], []
         for v in self.variants:
-            if v.label is None:
-                continue
-            text = v.label.strip().lower()
-            value = {"true": 1.0, "false": 0.0}.get(text)
-            try:
-                value = float(text) if value is None else value
-            except ValueError:
-                value = None
-            if value not in (0.0, 1.0):
-                raise GenomeFileError(
-                    f"{self.vcf}:{v.line}: label {self.label_key}={v.label!r} is not 0 or 1; AUROC needs binary labels"
-                )
-            labels.append(int(value))
-            kept.append(v)
+            if v.label is not None:
+                labels.append(binary_label(v.label, f"{self.vcf}:{v.line}", self.label_key))
+                kept.append(v)
         return np.asarray(labels, dtype=np.int64), kept
 
     def auroc(self, predictor: str = "score") -> float | None:
@@ -192,7 +181,7 @@ class VariantScores:
             return f"{value:.6g}" if isinstance(value, float) else str(value)
 
         rows = ["\t".join(columns)] + ["\t".join(cell(v, c) for c in columns) for v in self.variants]
-        return _write_atomically(Path(path), ("\n".join(rows) + "\n").encode())
+        return write_file_atomically(Path(path), ("\n".join(rows) + "\n").encode())
 
     def plot_roc(self, path: PathLike) -> Path:
         """A PNG of the ROC curve(s) of the labelled variants (matplotlib's Agg renderer, no display needed)."""
@@ -220,7 +209,20 @@ class VariantScores:
         with tempfile.SpooledTemporaryFile() as buffer:
             fig.savefig(buffer, format="png")
             buffer.seek(0)
-            return _write_atomically(path, buffer.read())
+            return write_file_atomically(path, buffer.read())
+
+
+def binary_label(text: str, where: str, key: str | None) -> int:
+    """0 or 1 from a label written 0/1, 0.0/1.0 or true/false; anything else is a GenomeFileError at `where`."""
+    lowered = text.strip().lower()
+    value = {"true": 1.0, "false": 0.0}.get(lowered)
+    try:
+        value = float(lowered) if value is None else value
+    except ValueError:
+        value = None
+    if value not in (0.0, 1.0):
+        raise GenomeFileError(f"{where}: label {key}={text!r} is not 0 or 1; AUROC needs binary labels")
+    return int(value)
 
 
 def _predictor(variants: Sequence[ScoredVariant], name: str) -> np.ndarray:
@@ -229,20 +231,6 @@ def _predictor(variants: Sequence[ScoredVariant], name: str) -> np.ndarray:
     if name == "embedding_distance":
         return np.asarray([v.embedding_distance for v in variants], dtype=np.float64)
     raise ValueError(f"unknown predictor {name!r}; use 'score' or 'embedding_distance'")
-
-
-def _write_atomically(path: Path, data: bytes) -> Path:
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"output directory does not exist: {path.parent}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def variant_window(
@@ -296,6 +284,8 @@ def _collect_sites(
                 sites[key] = _Site(text, index, [])
             site = sites[key]
             base = site.window[site.index].upper()
+            if label_key is not None and record.label is not None:
+                binary_label(record.label, f"{vcf}:{record.line}", label_key)
             site.variants.append(
                 ScoredVariant(record.chrom, record.pos, ref, alt, record.id, base == ref, base,
                               label=record.label, line=record.line)
@@ -317,6 +307,7 @@ def score_variants(
     device: str | None = None,
     dtype: str | None = None,
     progress: bool = False,
+    allow_missing: bool = False,
 ) -> VariantScores:
     """Score every SNV of `vcf` against the reference `fasta` (see the module docs for the definitions).
 
@@ -325,18 +316,20 @@ def score_variants(
     label_key: INFO key of a 0/1 label carried into the result (for `auroc`, `plot_roc`).
     Raises GenomeFileError naming the VCF line for a contig missing from the reference or a position outside it.
     """
-    if window < 1:
-        raise ValueError(f"window must be positive, got {window}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    check_positive(window, "window")
+    check_positive(batch_size, "batch_size")
     vcf, fasta = Path(vcf), Path(fasta)
+    mlm, tokenizer = load_model(model, masked_lm=True, device=device, dtype=dtype, allow_missing=allow_missing)
+    if window >= tokenizer.model_max_length:
+        raise ValueError(
+            f"window of {window:,} bases does not fit the model's {tokenizer.model_max_length:,} tokens ([SEP] included)"
+        )
     with Reference(fasta) as reference:
         sites, skipped, records = _collect_sites(vcf, reference, window, circular, label_key)
         circular_contigs = [
             name for name in reference.lengths
             if (circular if isinstance(circular, bool) else name in circular)
         ]
-    mlm, tokenizer = load_model(model, masked_lm=True, device=device, dtype=dtype)
     ids = {base: tokenizer.convert_tokens_to_ids(base) for base in BASES}
 
     tqdm = require("tqdm", "the progress bar").tqdm
@@ -357,7 +350,8 @@ def score_variants(
                     if rc is None:
                         v.score = forward
                     else:
-                        reverse = float(rc[i, ids[_COMPLEMENT[v.alt]]] - rc[i, ids[_COMPLEMENT[v.ref]]])
+                        alt, ref = reverse_complement(v.alt), reverse_complement(v.ref)
+                        reverse = float(rc[i, ids[alt]] - rc[i, ids[ref]])
                         v.score_fwd, v.score_rc, v.score = forward, reverse, (forward + reverse) / 2
             if embedding_distance:
                 _embedding_distances(mlm, tokenizer, batch, rc_average)

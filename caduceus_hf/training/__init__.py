@@ -1,7 +1,8 @@
-"""Training Caduceus with Hugging Face Trainer: MLM pretraining on FASTA files and fine-tuning for sequence or token
-classification on CSV/TSV tables (`caduceus-hf pretrain` / `caduceus-hf finetune` on the command line).
+"""Training Caduceus with Hugging Face Trainer: MLM pretraining on FASTA files and fine-tuning for sequence
+classification, regression or token classification on tables (CSV, TSV, JSON, parquet or a Hub dataset, through
+`datasets`); `caduceus-hf pretrain` / `caduceus-hf finetune` on the command line.
 
-Needs the [train] extra (accelerate, pysam, scikit-learn; peft for LoRA): pip install 'caduceus-hf[train]'.
+Needs the [train] extra (accelerate, datasets, pysam, scikit-learn; peft for LoRA): pip install 'caduceus-hf[train]'.
 """
 
 from .data import (

@@ -1,15 +1,13 @@
 """Training data for Caduceus with Trainer: genome windows from FASTA for MLM pretraining, labelled sequences from
-CSV/TSV tables for fine-tuning, and the collators that batch them.
+tables (through `datasets`) for fine-tuning, and the collators that batch them.
 
-Coordinates: a `Region` is 0-based and half-open inside the library (`start`, `end`), and is written and parsed as
-samtools does, `name:start-end`, 1-based and inclusive (`chr1:1-100` is the first 100 bases).
+Coordinates: a `Region` (`caduceus_hf.genomics.Interval`) is 0-based and half-open inside the library (`start`, `end`),
+and is written and parsed as samtools does, `name:start-end`, 1-based and inclusive (`chr1:1-100` is the first 100
+bases).
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
 import math
 import os
 import re
@@ -25,19 +23,14 @@ from transformers import DataCollatorForTokenClassification, PreTrainedTokenizer
 
 from ..data_collator import LOSS_WEIGHTS_KEY, DataCollatorForNucleotideMLM
 from ..dna import FRAMING_TOKEN_IDS, reverse_complement_ids
-from ..apps.genome import read_fasta as stream_fasta
+from ..genomics import Interval, check_dna, parse_interval, read_fasta as stream_fasta, tile
 
 PathLike = str | os.PathLike[str]
 SEQUENCE_COLUMNS = ("seq", "sequence", "sequences", "dna")
 LABEL_COLUMNS = ("label", "labels", "target", "y")
-TASKS = ("sequence", "token")
-
-
-def _open_text(path: Path) -> io.TextIOBase:
-    """Open a plain or gzip-compressed text file (detected from its first bytes, not its name)."""
-    with open(path, "rb") as fh:
-        gzipped = fh.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rt", newline="") if gzipped else open(path, newline="")
+TASKS = ("sequence", "token", "regression")
+# Class ids above this are not class ids (a column of measurements, a typo); they would build a head this wide.
+MAX_CLASS_ID = 1000
 
 
 # --- FASTA ------------------------------------------------------------------------------------------------------------
@@ -56,7 +49,7 @@ class FastaRecord:
 
 
 def read_fasta(path: PathLike) -> list[FastaRecord]:
-    """All records of a FASTA file, plain or gzipped, read and checked by `caduceus_hf.apps.read_fasta` (pysam).
+    """All records of a FASTA file, plain or gzipped, read and checked by `caduceus_hf.genomics.read_fasta` (pysam).
 
     Raises FileNotFoundError for a missing file, and a ValueError naming the file and line when the file is not FASTA
     (text before the first '>' header, a record without a name or sequence, characters that are not IUPAC
@@ -86,33 +79,8 @@ def read_fasta_files(paths: Sequence[PathLike]) -> list[FastaRecord]:
 # --- regions, held-out split, windows ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, order=True)
-class Region:
-    """A stretch [start, end) of a record, 0-based half-open; str() gives samtools' 1-based inclusive form."""
-
-    record: str
-    start: int
-    end: int
-
-    def __len__(self) -> int:
-        return self.end - self.start
-
-    def __str__(self) -> str:
-        return f"{self.record}:{self.start + 1}-{self.end}"
-
-
-_REGION = re.compile(r"^(?P<name>.+):(?P<start>[\d,]+)-(?P<end>[\d,]+)$")
-
-
-def parse_region(text: str) -> Region:
-    """Parse samtools' `name:start-end` (1-based, inclusive; commas in numbers allowed) into a 0-based Region."""
-    match = _REGION.match(text.strip())
-    if not match:
-        raise ValueError(f"region {text!r} is not of the form name:start-end (1-based, inclusive)")
-    start, end = (int(match[key].replace(",", "")) for key in ("start", "end"))
-    if start < 1 or end < start:
-        raise ValueError(f"region {text!r}: need 1 <= start <= end")
-    return Region(match["name"], start - 1, end)
+Region = Interval
+parse_region = parse_interval
 
 
 @dataclass(frozen=True)
@@ -139,15 +107,15 @@ def split_records(
         heldout: dict[str, Region] = {}
         for item in holdout_regions:
             region = parse_region(item) if isinstance(item, str) else item
-            if region.record not in lengths:
+            if region.contig not in lengths:
                 raise ValueError(
-                    f"held-out region {region}: no record named {region.record!r} (have {sorted(lengths)})"
+                    f"held-out region {region}: no record named {region.contig!r} (have {sorted(lengths)})"
                 )
-            if region.end > lengths[region.record]:
-                raise ValueError(f"held-out region {region} ends past the record's length {lengths[region.record]}")
-            if region.record in heldout:
-                raise ValueError(f"more than one held-out region for record {region.record!r}")
-            heldout[region.record] = region
+            if region.end > lengths[region.contig]:
+                raise ValueError(f"held-out region {region} ends past the record's length {lengths[region.contig]}")
+            if region.contig in heldout:
+                raise ValueError(f"more than one held-out region for record {region.contig!r}")
+            heldout[region.contig] = region
     else:
         if not 0.0 < holdout_fraction < 1.0:
             raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
@@ -177,19 +145,16 @@ def tile_windows(
     shorter than a window is not used. Windows with more than `max_n_fraction` of N (or other non-ACGT letters, e.g.
     assembly gaps) are skipped.
     """
-    if window < 1:
-        raise ValueError(f"window must be a positive number of bases, got {window}")
-    stride = window if stride is None else stride
-    if stride < 1:
-        raise ValueError(f"stride must be a positive number of bases, got {stride}")
+    tile(1, window, stride)  # checks both
     windows = []
     for segment in segments:
-        text = sequences[segment.record]
-        for start in range(segment.start, segment.end - window + 1, stride):
+        text = sequences[segment.contig]
+        for a, b in tile(len(segment), window, stride, partial_tail=False):
+            start = segment.start + a
             chunk = text[start : start + window].upper()
             unknown = window - sum(chunk.count(base) for base in "ACGT")
             if unknown <= max_n_fraction * window:
-                windows.append(Region(segment.record, start, start + window))
+                windows.append(Region(segment.contig, start, start + window))
     return windows
 
 
@@ -231,7 +196,7 @@ class GenomeWindowDataset(Dataset):
     def text(self, index: int) -> str:
         """The raw text of window `index`, case kept."""
         w = self.windows[index]
-        return self.sequences[w.record][w.start : w.end]
+        return self.sequences[w.contig][w.start : w.end]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         text = self.text(index)
@@ -360,8 +325,9 @@ class MLMCollator:
 class LabelledSequences:
     """Sequences with class labels read from a table.
 
-    `labels` holds one class id per sequence (task "sequence") or a list of per-base class ids (task "token");
-    `label_names[i]` names class id i; `lines[i]` is the file line of example i (for error messages).
+    `labels` holds one class id per sequence (task "sequence"), a list of per-base class ids (task "token") or one
+    float per sequence (task "regression", no label names); `label_names[i]` names class id i; `lines[i]` is the file
+    line of example i (for error messages).
     """
 
     path: str
@@ -376,7 +342,7 @@ class LabelledSequences:
 
     @property
     def num_labels(self) -> int:
-        return len(self.label_names)
+        return 1 if self.task == "regression" else len(self.label_names)
 
     def subset(self, indices: Sequence[int]) -> LabelledSequences:
         """The examples at `indices`, with the same label vocabulary."""
@@ -390,28 +356,145 @@ class LabelledSequences:
         )
 
 
-def _delimiter(path: Path, sample: str) -> str:
+# Local table formats by extension (before an optional .gz): the `datasets` builder and its options.
+TABLE_FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
+    ".csv": ("csv", {"sep": ","}),
+    ".tsv": ("csv", {"sep": "\t"}),
+    ".tab": ("csv", {"sep": "\t"}),
+    ".json": ("json", {}),
+    ".jsonl": ("json", {}),
+    ".parquet": ("parquet", {}),
+}
+# Every cell as written (no NaN for empty cells), and blank lines kept as rows so that row i is line i + 2.
+_CSV_OPTIONS = {"na_filter": False, "skip_blank_lines": False}
+# A source that is not a local file is a Hub dataset id: "name" or "org/name" (the name may contain dots).
+_HUB_DATASET_ID = re.compile(r"[\w-]+(/[\w.-]+)?")
+_PANDAS_RAGGED = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+
+
+@dataclass(frozen=True)
+class _Table:
+    """Rows of a table as loaded by `datasets`, and how to name a row in messages."""
+
+    name: str
+    columns: list[str]
+    rows: Any  # datasets.Dataset
+    kind: str  # "csv", "json", "jsonl", "parquet" or "hub"
+
+    def line(self, row: int) -> int:
+        """The file line of a row (CSV/TSV: after the header; JSON Lines), else its 1-based row number."""
+        return row + 2 if self.kind == "csv" else row + 1
+
+    def where(self, row: int) -> str:
+        return f"{self.name}:{self.line(row)}" if self.kind in ("csv", "jsonl") else f"{self.name}: row {row + 1}"
+
+    @property
+    def header(self) -> str:
+        return f"{self.name}:1" if self.kind == "csv" else self.name
+
+
+def _table_format(path: Path) -> str | None:
     suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
-    if suffixes and suffixes[-1] in (".tsv", ".tab"):
-        return "\t"
-    if suffixes and suffixes[-1] == ".csv":
-        return ","
+    return suffixes[-1] if suffixes and suffixes[-1] in TABLE_FORMATS else None
+
+
+def load_table(source: PathLike, config: str | None = None, split: str = "train") -> _Table:
+    """A table through `datasets`: a local CSV, TSV, JSON, JSON Lines or parquet file (by extension; optionally
+    gzipped), or a Hub dataset id with an optional configuration and a split (needs the network or datasets' cache).
+
+    Raises FileNotFoundError for a missing local file, ValueError naming the file (and line) for one that cannot be
+    read as its format.
+    """
+    from ..extras import require
+
+    datasets = require("datasets", "reading tables", "train")
+    path = Path(source)
+    suffix = _table_format(path)
+    if suffix is None and (path.exists() or not _HUB_DATASET_ID.fullmatch(str(source))):
+        raise ValueError(
+            f"{path}: unknown table format; name it .csv, .tsv, .json, .jsonl or .parquet (optionally .gz)"
+        )
+    if suffix is not None and not path.is_file():
+        raise FileNotFoundError(f"table not found: {path}")
+    import tempfile
+
+    progress = datasets.is_progress_bar_enabled()
+    verbosity = datasets.logging.get_verbosity()
+    datasets.disable_progress_bars()
+    # datasets logs a read failure at ERROR level before raising it; the raised error is reported instead.
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     try:
-        return csv.Sniffer().sniff(sample, delimiters=",\t;").delimiter
-    except csv.Error:
-        raise ValueError(f"{path}: cannot tell the column delimiter; name the file .csv or .tsv") from None
+        if suffix is None:
+            try:
+                rows = datasets.load_dataset(str(source), config, split=split)
+            except Exception as err:  # offline, unknown id, unknown config or split
+                raise ValueError(f"{source}: not a local table, and not loadable as a Hub dataset "
+                                 f"(config {config!r}, split {split!r}): {err}") from None
+            return _Table(f"{source} ({split})", list(rows.column_names), rows, "hub")
+        builder, options = TABLE_FORMATS[suffix]
+        if builder == "csv":
+            options = {**options, **_CSV_OPTIONS, "features": _string_columns(path, options["sep"])}
+        # A private cache: local tables are read into memory, not into the user's datasets cache.
+        with tempfile.TemporaryDirectory() as cache:
+            try:
+                rows = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=cache,
+                                             keep_in_memory=True, **options)
+            except datasets.exceptions.DatasetGenerationError as err:
+                raise _table_error(path, builder, err.__cause__ or err) from None
+            except ValueError as err:
+                raise _table_error(path, builder, err) from None
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+        if progress:
+            datasets.enable_progress_bars()
+    kind = "jsonl" if suffix == ".jsonl" else builder
+    return _Table(str(path), list(rows.column_names), rows, kind)
 
 
-def _pick_column(path: Path, header: list[str], wanted: str | None, candidates: Sequence[str], role: str) -> int:
-    lowered = [h.strip().lower() for h in header]
+def _string_columns(path: Path, sep: str) -> Any:
+    """Features reading every column of a CSV/TSV file as text: inferred numbers would lose leading zeros
+    (per-base labels "0110") and turn integer labels into floats."""
+    import pandas
+    from datasets import Features, Value
+
+    try:
+        header = pandas.read_csv(path, sep=sep, nrows=0).columns
+    except (ValueError, UnicodeDecodeError) as err:  # pandas' EmptyDataError and ParserError are ValueErrors
+        raise _table_error(path, "csv", err) from None
+    return Features({str(name): Value("string") for name in header})
+
+
+def _table_error(path: Path, builder: str, err: BaseException) -> ValueError:
+    text = str(err).strip()
+    ragged = _PANDAS_RAGGED.search(text)
+    if ragged:
+        expected, line, seen = ragged.groups()
+        return ValueError(f"{path}:{line}: {seen} fields, the header has {expected}")
+    if type(err).__name__ == "EmptyDataError":
+        return ValueError(f"{path}: empty file; expected a header line such as 'seq,label'")
+    return ValueError(f"{path}: cannot read it as {builder}: {text}")
+
+
+def _pick_column(table: _Table, wanted: str | None, candidates: Sequence[str], role: str) -> str:
+    header = table.columns
+    lowered = [str(h).strip().lower() for h in header]
     if wanted is not None:
         if wanted not in header:
-            raise ValueError(f"{path}:1: no column {wanted!r} for the {role}; header is {header}")
-        return header.index(wanted)
+            raise ValueError(f"{table.header}: no column {wanted!r} for the {role}; header is {header}")
+        return wanted
     for name in candidates:
         if name in lowered:
-            return lowered.index(name)
-    raise ValueError(f"{path}:1: cannot find the {role} column (tried {list(candidates)}); header is {header}")
+            return header[lowered.index(name)]
+    raise ValueError(f"{table.header}: cannot find the {role} column (tried {list(candidates)}); header is {header}")
+
+
+def _cell(value: Any) -> str:
+    """A table cell as text: lists (per-base labels in JSON or parquet) space-separated, None empty."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value)
+    return str(value).strip()
 
 
 def _token_labels(text: str, length: int, where: str) -> list[int]:
@@ -436,63 +519,111 @@ def read_sequence_table(
     task: str = "sequence",
     sequence_column: str | None = None,
     label_column: str | None = None,
+    training: bool = True,
+    *,
+    config: str | None = None,
+    split: str = "train",
 ) -> LabelledSequences:
-    """Read (sequence, label) rows from a CSV or TSV file with a header (plain or gzipped), e.g. Genomic Benchmarks'
-    `seq,label`.
+    """Read (sequence, label) rows from a table, e.g. Genomic Benchmarks' `seq,label`: a CSV, TSV, JSON, JSON Lines
+    or parquet file (optionally gzipped), or a Hub dataset id (`config`, `split`), loaded by `datasets` (`load_table`).
 
-    The delimiter comes from the extension (.csv, .tsv/.tab; else sniffed); the columns default to the first header
-    name among SEQUENCE_COLUMNS / LABEL_COLUMNS (case-insensitive). Task "sequence": labels that are all integers are
-    class ids (num_labels = max + 1), otherwise class names, numbered in sorted order. Task "token": a label cell holds
-    one integer class per base (see `_token_labels`). Errors name the file, line and column.
+    The columns default to the first name among SEQUENCE_COLUMNS / LABEL_COLUMNS (case-insensitive). Sequences must
+    be DNA text (IUPAC codes, as the FASTA readers require). Labels: see `encode_labels` (`training`: a table to
+    train on, which needs at least two classes). Errors name the file, line (or row) and column.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"table not found: {path}")
-    with _open_text(path) as fh:
-        sample = fh.read(65536)
-        fh.seek(0)
-        reader = csv.reader(fh, delimiter=_delimiter(path, sample))
-        header = next(reader, None)
-        if not header:
-            raise ValueError(f"{path}: empty file; expected a header line such as 'seq,label'")
-        seq_col = _pick_column(path, header, sequence_column, SEQUENCE_COLUMNS, "sequence")
-        label_col = _pick_column(path, header, label_column, LABEL_COLUMNS, "label")
-        sequences, raw_labels, lines = [], [], []
-        for row in reader:
-            line = reader.line_num
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) != len(header):
-                raise ValueError(f"{path}:{line}: {len(row)} fields, the header has {len(header)}")
-            sequence = row[seq_col].strip()
-            label = row[label_col].strip()
-            if not sequence:
-                raise ValueError(f"{path}:{line}: column {header[seq_col]!r} (field {seq_col + 1}) is empty")
-            if not label:
-                raise ValueError(f"{path}:{line}: column {header[label_col]!r} (field {label_col + 1}) is empty")
-            sequences.append(sequence)
-            raw_labels.append(label)
-            lines.append(line)
+    table = load_table(path, config=config, split=split)
+    if not table.columns:
+        raise ValueError(f"{table.name}: empty file; expected a header line such as 'seq,label'")
+    seq_name = _pick_column(table, sequence_column, SEQUENCE_COLUMNS, "sequence")
+    label_name = _pick_column(table, label_column, LABEL_COLUMNS, "label")
+    seq_field, label_field = table.columns.index(seq_name) + 1, table.columns.index(label_name) + 1
+    sequences, raw_labels, lines, rows = [], [], [], []
+    for i, (seq_cell, label_cell) in enumerate(zip(table.rows[seq_name], table.rows[label_name])):
+        sequence, label = _cell(seq_cell), _cell(label_cell)
+        if not sequence and not label and table.kind == "csv":
+            continue  # a blank line
+        if not sequence:
+            raise ValueError(f"{table.where(i)}: column {seq_name!r} (field {seq_field}) is empty")
+        if not label:
+            raise ValueError(f"{table.where(i)}: column {label_name!r} (field {label_field}) is empty")
+        sequences.append(sequence)
+        raw_labels.append(label)
+        lines.append(table.line(i))
+        rows.append(i)
     if not sequences:
-        raise ValueError(f"{path}: no data rows after the header")
+        raise ValueError(f"{table.name}: no data rows after the header")
+    for seq, i in zip(sequences, rows):
+        check_dna(seq, f"{table.where(i)}: column {seq_name!r}")
+    labels, names = encode_labels(
+        raw_labels, task, [f"{table.where(i)}: column {label_name!r}" for i in rows], sequences, training
+    )
+    return LabelledSequences(table.name, task, sequences, labels, names, lines)
 
+
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+def encode_labels(
+    raw_labels: Sequence[str], task: str, where: Sequence[str], sequences: Sequence[str], training: bool = True
+) -> tuple[list[Any], list[str]]:
+    """(labels, label names) from a table's label cells; `where[i]` names cell i (file, line, column) for errors.
+
+    sequence: class ids 0..K-1 are taken as they are; other integers (1-based, sparse ids) and text are class names,
+    numbered in sorted order (numerically for integers), so no id makes the head wider than the classes seen; at
+    least two classes in a training table (`training`); decimal numbers are refused (they are a regression target: --task regression).
+    token: per-base class ids (see `_token_labels`), at most MAX_CLASS_ID. regression: finite floats.
+    """
+    if task == "regression":
+        values = []
+        for raw, cell in zip(raw_labels, where):
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ValueError(f"{cell}: regression target {raw!r} is not a number") from None
+            if not math.isfinite(value):
+                raise ValueError(f"{cell}: regression target {raw!r} is not finite")
+            values.append(value)
+        if training and len(set(values)) < 2:
+            raise ValueError(f"{where[0].split(': ')[0]}: every regression target is {values[0]!r}; nothing to learn")
+        return values, []
     if task == "token":
-        labels = [
-            _token_labels(raw, len(seq), f"{path}:{line}: column {header[label_col]!r}")
-            for seq, raw, line in zip(sequences, raw_labels, lines)
-        ]
-        num_labels = 1 + max(max(row) for row in labels)
-        names = [str(i) for i in range(max(num_labels, 2))]
-    elif all(re.fullmatch(r"\d+", raw) for raw in raw_labels):
-        labels = [int(raw) for raw in raw_labels]
-        names = [str(i) for i in range(max(max(labels) + 1, 2))]
+        labels = [_token_labels(raw, len(seq), cell) for raw, seq, cell in zip(raw_labels, sequences, where)]
+        top = max(max(row) for row in labels)
+        if top > MAX_CLASS_ID:
+            row = next(i for i, r in enumerate(labels) if max(r) == top)
+            raise ValueError(f"{where[row]}: per-base class id {top} is larger than {MAX_CLASS_ID}; class ids are 0..K-1")
+        return labels, [str(i) for i in range(max(top + 1, 2))]
+
+    texts = [raw.strip() for raw in raw_labels]
+    if all(_INTEGER.fullmatch(t) for t in texts):
+        values = sorted({int(t) for t in texts})
+        if values == list(range(len(values))):
+            names, labels = [str(v) for v in values], [int(t) for t in texts]
+        else:
+            names = [str(v) for v in values]
+            index = {v: i for i, v in enumerate(values)}
+            labels = [index[int(t)] for t in texts]
     else:
-        names = sorted(set(raw_labels))
-        ids = {name: i for i, name in enumerate(names)}
-        labels = [ids[raw] for raw in raw_labels]
-    return LabelledSequences(str(path), task, sequences, labels, names, lines)
+        for t, cell in zip(texts, where):
+            if not _INTEGER.fullmatch(t):
+                try:
+                    float(t)
+                except ValueError:
+                    continue
+                raise ValueError(
+                    f"{cell}: label {t!r} is a decimal number; class labels are integers or names "
+                    "(for a numeric target use --task regression)"
+                )
+        names = sorted(set(texts))
+        index = {name: i for i, name in enumerate(names)}
+        labels = [index[t] for t in texts]
+    if training and len(names) < 2:
+        raise ValueError(
+            f"{where[0].split(': ')[0]}: every label is {names[0]!r}; classification needs at least two classes"
+        )
+    return labels, names
 
 
 def split_indices(n: int, eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -552,6 +683,7 @@ __all__ = [
     "LabelledSequenceDataset",
     "LabelledSequences",
     "MLMCollator",
+    "encode_labels",
     "PremaskedDataset",
     "Region",
     "parse_region",

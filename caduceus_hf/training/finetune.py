@@ -1,4 +1,5 @@
-"""Fine-tuning Caduceus for sequence or token classification on CSV/TSV tables with Hugging Face Trainer.
+"""Fine-tuning Caduceus for sequence classification, sequence regression or token classification on tables (CSV, TSV,
+JSON, parquet or a Hub dataset) with Hugging Face Trainer.
 
 The Caduceus recipe (Schiff et al. 2024): Ph models train with reverse-complement augmentation and are evaluated with
 post-hoc conjoining (the forward and reverse-complement passes averaged, config.conjoin_eval); PS models need
@@ -22,10 +23,16 @@ from transformers import (
 )
 
 from ..configuration_caduceus import POOLING_STRATEGIES, CaduceusConfig
+from ..genomics import normalise_permissions
 from ..modeling_caduceus import CaduceusPreTrainedModel
-from .card import finetuning_card
+from ..model_card import finetuning_card
 from .data import TASKS, LabelledSequenceDataset, LabelledSequences, read_sequence_table, split_indices
-from .metrics import argmax_logits, sequence_classification_metrics, token_classification_metrics
+from .metrics import (
+    argmax_logits,
+    regression_metrics,
+    sequence_classification_metrics,
+    token_classification_metrics,
+)
 from .models import ModelSource, build_model, default_tokenizer, describe_origin
 from .trainer import CaduceusTrainer
 
@@ -36,10 +43,13 @@ PathLike = str | os.PathLike[str]
 class FinetuneDataOptions:
     """Where the examples come from and how they are fed.
 
-    task: "sequence" (one label per sequence) or "token" (one label per base).
+    task: "sequence" (one class per sequence), "regression" (one number per sequence: MSE loss, Pearson and Spearman
+        metrics) or "token" (one class per base).
     eval_file: a separate evaluation table; without it, a fixed random `eval_fraction` of the training table
         (permutation seeded by `split_seed`) is held out for evaluation.
     sequence_column / label_column: header names (default: the usual ones, see `read_sequence_table`).
+    dataset_config / train_split / eval_split: for a Hub dataset id, its configuration and splits (eval_split, when
+        given, is evaluated on instead of a held-out fraction).
     max_length: truncate to this many tokens ([SEP] included); None keeps whole sequences.
     rc_augment: reverse-complement training examples with probability 1/2; None = the recipe: yes for Ph models, no
         for PS models.
@@ -53,6 +63,9 @@ class FinetuneDataOptions:
     label_column: str | None = None
     max_length: int | None = None
     rc_augment: bool | None = None
+    dataset_config: str | None = None
+    train_split: str = "train"
+    eval_split: str | None = None
 
 
 @dataclass
@@ -73,24 +86,32 @@ def load_splits(train_file: PathLike, options: FinetuneDataOptions) -> tuple[Lab
     """(training examples, evaluation examples, a description of where the evaluation examples come from)."""
     if options.task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {options.task!r}")
-    table = read_sequence_table(train_file, options.task, options.sequence_column, options.label_column)
-    if options.eval_file is None:
+    columns = dict(sequence_column=options.sequence_column, label_column=options.label_column)
+    table = read_sequence_table(train_file, options.task, config=options.dataset_config, split=options.train_split,
+                                **columns)
+    if options.eval_file is not None:
+        eval_source = options.eval_file
+        held_out = read_sequence_table(options.eval_file, options.task, training=False, **columns)
+    elif options.eval_split is not None:
+        eval_source = f"{train_file} ({options.eval_split})"
+        held_out = read_sequence_table(train_file, options.task, training=False, config=options.dataset_config,
+                                       split=options.eval_split, **columns)
+    else:
         train_idx, eval_idx = split_indices(len(table), options.eval_fraction, options.split_seed)
         source = f"`{train_file}` (a fixed {options.eval_fraction:g} of it, permutation seed {options.split_seed})"
         return table.subset(train_idx), table.subset(eval_idx), source
-    held_out = read_sequence_table(options.eval_file, options.task, options.sequence_column, options.label_column)
     if options.task == "sequence" and held_out.label_names != table.label_names:
         names = set(held_out.label_names)
         if not names <= set(table.label_names):
             raise ValueError(
-                f"{options.eval_file}: labels {sorted(names - set(table.label_names))} do not occur in {train_file}"
+                f"{eval_source}: labels {sorted(names - set(table.label_names))} do not occur in {train_file}"
             )
         ids = {name: i for i, name in enumerate(table.label_names)}
         held_out = LabelledSequences(
             held_out.path, held_out.task, held_out.sequences,
             [ids[held_out.label_names[label]] for label in held_out.labels], table.label_names, held_out.lines,
         )
-    return table, held_out, f"`{options.eval_file}`"
+    return table, held_out, f"`{eval_source}`"
 
 
 def finetune(
@@ -103,6 +124,7 @@ def finetune(
     tokenizer: PreTrainedTokenizerBase | None = None,
     resume_from_checkpoint: bool | str | None = None,
     callbacks: Sequence[TrainerCallback] = (),
+    allow_missing: bool = False,
 ) -> FinetuneResult:
     """Fine-tune a Caduceus classifier with Trainer and evaluate it over the whole evaluation set.
 
@@ -111,6 +133,7 @@ def finetune(
     conjoin_eval, when given, are set on its config).
     pooling_strategy: override config.pooling_strategy (sequence task; the recipe uses "mean").
     conjoin_eval: post-hoc RC conjoining at evaluation for Ph models; None = yes (the recipe). Ignored by PS models.
+    allow_missing: accept a checkpoint lacking weights other than the new head (initialised as new).
 
     Batches are padded on the tokenizer's side (left) with an attention mask. The model, the tokenizer and a model card
     with the final metrics are saved in `training_args.output_dir`.
@@ -129,17 +152,15 @@ def finetune(
         if conjoin_eval is not None:
             classifier.config.conjoin_eval = conjoin_eval
     else:
-        id2label = dict(enumerate(train_set.label_names))
-        overrides = {
-            "id2label": id2label,
-            "label2id": {name: i for i, name in id2label.items()},
-            "conjoin_eval": True if conjoin_eval is None else conjoin_eval,
-        }
+        overrides = {"conjoin_eval": True if conjoin_eval is None else conjoin_eval}
+        if data.task != "regression":
+            id2label = dict(enumerate(train_set.label_names))
+            overrides.update(id2label=id2label, label2id={name: i for i, name in id2label.items()})
         if pooling_strategy is not None:
             overrides["pooling_strategy"] = pooling_strategy
         if isinstance(model, CaduceusConfig):
             set_seed(training_args.seed)  # the same initial weights for the same seed
-        classifier = build_model(data.task, model, **overrides)
+        classifier = build_model(data.task, model, allow_missing=allow_missing, **overrides)
     tokenizer = tokenizer or default_tokenizer(model)
     rc_augment = (not classifier.config.rcps) if data.rc_augment is None else data.rc_augment
 
@@ -152,7 +173,8 @@ def finetune(
         eval_dataset=LabelledSequenceDataset(eval_set, tokenizer, False, data.max_length),
         data_collator=collator_cls(tokenizer),
         processing_class=tokenizer,
-        compute_metrics=token_classification_metrics if token_task else sequence_classification_metrics,
+        compute_metrics=token_classification_metrics if token_task else
+        regression_metrics if data.task == "regression" else sequence_classification_metrics,
         preprocess_logits_for_metrics=argmax_logits if token_task else None,
         callbacks=list(callbacks),
     )
@@ -161,6 +183,8 @@ def finetune(
 
     output_dir = Path(training_args.output_dir)
     trainer.save_model(str(output_dir))
+    if trainer.is_world_process_zero():
+        normalise_permissions(output_dir)
     if trainer.is_world_process_zero():
         card = finetuning_card(
             config=classifier.config,

@@ -41,6 +41,21 @@ def sequence_classification_metrics(eval_pred: EvalPrediction) -> dict[str, floa
     return label_metrics(np.asarray(logits).argmax(-1), labels)
 
 
+def regression_metrics(eval_pred: EvalPrediction) -> dict[str, float]:
+    """compute_metrics for regression (num_labels 1): mse, Pearson and Spearman correlation of predictions (N, 1)
+    with targets (N,). A correlation is NaN when predictions or targets are constant (it is undefined)."""
+    stats = require("scipy.stats", "regression metrics", "train")
+    predictions = np.asarray(_as_array(eval_pred.predictions), dtype=np.float64).reshape(-1)
+    targets = np.asarray(eval_pred.label_ids, dtype=np.float64).reshape(-1)
+    constant = np.ptp(predictions) == 0 or np.ptp(targets) == 0
+    return {
+        "mse": float(np.mean((predictions - targets) ** 2)),
+        "pearson": float("nan") if constant else float(stats.pearsonr(predictions, targets)[0]),
+        "spearman": float("nan") if constant else float(stats.spearmanr(predictions, targets)[0]),
+        "n": int(targets.size),
+    }
+
+
 def token_classification_metrics(eval_pred: EvalPrediction) -> dict[str, float]:
     """compute_metrics for CaduceusForTokenClassification, over labelled positions (labels != -100) only.
 
@@ -90,6 +105,7 @@ __all__ = [
     "label_metrics",
     "masked_lm_metrics",
     "masked_token_nll",
+    "regression_metrics",
     "sequence_classification_metrics",
     "token_classification_metrics",
 ]

@@ -4,33 +4,30 @@ Hub id (any Caduceus checkpoint: an MLM's backbone loads into a classifier, whos
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
-from transformers import (
-    AutoConfig,
-    AutoModelForMaskedLM,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-    PreTrainedTokenizerBase,
-)
+from transformers import PreTrainedTokenizerBase
 
 from ..configuration_caduceus import CaduceusConfig
+from ..loading import load_pretrained, load_tokenizer
 from ..modeling_caduceus import (
     CaduceusForMaskedLM,
     CaduceusForSequenceClassification,
     CaduceusForTokenClassification,
     CaduceusPreTrainedModel,
 )
-from ..tokenization_caduceus import CaduceusTokenizer
 
 PathLike = str | os.PathLike[str]
 ModelSource = CaduceusConfig | PathLike | CaduceusPreTrainedModel
 _CLASSES = {
-    "mlm": (CaduceusForMaskedLM, AutoModelForMaskedLM),
-    "sequence": (CaduceusForSequenceClassification, AutoModelForSequenceClassification),
-    "token": (CaduceusForTokenClassification, AutoModelForTokenClassification),
+    "mlm": CaduceusForMaskedLM,
+    "sequence": CaduceusForSequenceClassification,
+    "regression": CaduceusForSequenceClassification,
+    "token": CaduceusForTokenClassification,
 }
+# What a checkpoint of another kind lacks (a new head) or has in excess (its own head).
+_NEW_KEYS = {"mlm": ("lm_head.",), "sequence": ("score.",), "regression": ("score.",), "token": ("score.",)}
+_IGNORED_KEYS = {"mlm": ("score.",), "sequence": ("lm_head.",), "regression": ("lm_head.",), "token": ("lm_head.",)}
 
 
 def describe_origin(source: ModelSource) -> str:
@@ -41,37 +38,45 @@ def describe_origin(source: ModelSource) -> str:
     return str(name) if name else "random initialisation"
 
 
-def build_model(kind: str, source: ModelSource, **config_overrides: Any) -> CaduceusPreTrainedModel:
-    """A model of `kind` ("mlm", "sequence" or "token") from `source`, with `config_overrides` (num_labels,
-    id2label, pooling_strategy, conjoin_eval, ...) applied to its config.
+def build_model(
+    kind: str, source: ModelSource, allow_missing: bool = False, **config_overrides: Any
+) -> CaduceusPreTrainedModel:
+    """A model of `kind` ("mlm", "sequence", "regression" or "token") from `source`, with `config_overrides`
+    (num_labels, id2label, pooling_strategy, conjoin_eval, ...) applied to its config.
 
     A model object is returned as is (overrides must then be empty). A checkpoint of another kind loads what it
-    shares: the backbone of an MLM loads into a classifier, and the classifier's head is newly initialised.
+    shares: the backbone of an MLM loads into a classifier, and the classifier's head is newly initialised. Any other
+    missing weight is an error unless allow_missing; unexpected and mis-shaped weights always are (see
+    `caduceus_hf.loading.load_pretrained`).
     """
-    cls, auto_cls = _CLASSES[kind]
+    cls = _CLASSES[kind]
+    if kind == "regression":
+        # One output; id2label sets num_labels (giving both, with a checkpoint's 2-entry id2label, conflicts).
+        config_overrides = {**config_overrides, "id2label": {0: "target"}, "label2id": {"target": 0},
+                            "problem_type": "regression"}
     if isinstance(source, CaduceusPreTrainedModel):
         if not isinstance(source, cls):
             raise ValueError(f"expected a {cls.__name__}, got a {type(source).__name__}")
+        if kind == "regression":
+            for key in ("id2label", "label2id", "problem_type"):
+                config_overrides.pop(key)
+            if source.config.num_labels != 1:
+                raise ValueError(f"a regression model has one output, this one has {source.config.num_labels}")
         if config_overrides:
             raise ValueError(f"cannot apply config overrides {sorted(config_overrides)} to a model object")
         return source
     if isinstance(source, CaduceusConfig):
         # Through the constructor, so that the overrides are validated like any config value.
         return cls(CaduceusConfig(**{**source.to_dict(), **config_overrides}))
-    config = AutoConfig.from_pretrained(source)
-    if not isinstance(config, CaduceusConfig):
-        raise ValueError(f"{source}: not a Caduceus checkpoint (model_type {getattr(config, 'model_type', None)!r})")
-    config = CaduceusConfig(**{**config.to_dict(), **config_overrides})
-    return auto_cls.from_pretrained(source, config=config)
+    return load_pretrained(
+        cls, source, allow_missing=allow_missing, new_keys=_NEW_KEYS[kind], ignored_keys=_IGNORED_KEYS[kind],
+        **config_overrides,
+    )
 
 
 def default_tokenizer(source: ModelSource) -> PreTrainedTokenizerBase:
     """The tokenizer saved with a checkpoint directory, else the standard CaduceusTokenizer (fixed vocabulary)."""
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if path.is_dir() and (path / "tokenizer_config.json").is_file():
-            return CaduceusTokenizer.from_pretrained(path)
-    return CaduceusTokenizer()
+    return load_tokenizer(source if isinstance(source, (str, os.PathLike)) else None)
 
 
 __all__ = ["ModelSource", "build_model", "default_tokenizer", "describe_origin"]

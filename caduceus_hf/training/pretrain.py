@@ -10,8 +10,9 @@ from pathlib import Path
 from transformers import PreTrainedTokenizerBase, TrainerCallback, TrainingArguments, set_seed
 
 from ..configuration_caduceus import CaduceusConfig
+from ..genomics import check_positive, normalise_permissions
 from ..modeling_caduceus import CaduceusForMaskedLM
-from .card import file_sha256, pretraining_card
+from ..model_card import file_sha256, pretraining_card
 from .data import (
     FastaRecord,
     GenomeSplit,
@@ -69,6 +70,23 @@ class PretrainingData:
     rc_augment: bool
 
 
+def check_options(options: PretrainDataOptions, tokenizer: PreTrainedTokenizerBase) -> None:
+    """A ValueError naming the option for values that would fail late (after training) or silently do nothing."""
+    check_positive(options.window, "window")
+    if options.stride is not None:
+        check_positive(options.stride, "stride")
+    if options.window + 1 > tokenizer.model_max_length:
+        raise ValueError(
+            f"window {options.window:,} bases + [SEP] does not fit the tokenizer's {tokenizer.model_max_length:,} tokens"
+        )
+    if not 0.0 < options.mlm_probability <= 1.0:
+        raise ValueError(f"mlm_probability must be in (0, 1], got {options.mlm_probability}")
+    if not 0.0 <= options.max_n_fraction <= 1.0:
+        raise ValueError(f"max_n_fraction must be in [0, 1], got {options.max_n_fraction}")
+    if options.max_eval_windows is not None:
+        check_positive(options.max_eval_windows, "max_eval_windows")
+
+
 def build_pretraining_data(
     fasta_files: Sequence[PathLike],
     tokenizer: PreTrainedTokenizerBase,
@@ -77,12 +95,21 @@ def build_pretraining_data(
 ) -> PretrainingData:
     """Read the FASTA files, split each record into training and held-out parts, tile both into windows, and mask
     the held-out windows once."""
+    check_options(options, tokenizer)
     records = read_fasta_files(fasta_files)
     sequences = {r.name: r.sequence for r in records}
     split = split_records(records, options.holdout_fraction, options.holdout_regions)
     train_windows = tile_windows(split.train, sequences, options.window, options.stride, options.max_n_fraction)
     eval_windows = tile_windows(split.heldout, sequences, options.window, None, options.max_n_fraction)
     names = ", ".join(str(p) for p in fasta_files)
+    if not train_windows or not eval_windows:
+        segments = split.train if not train_windows else split.heldout
+        if tile_windows(segments, sequences, options.window, options.stride, max_n_fraction=1.0):
+            which = "training" if not train_windows else "held-out"
+            raise ValueError(
+                f"every {which} window of {options.window} bases in {names} has more than "
+                f"{options.max_n_fraction:.0%} of N or other non-ACGT letters (assembly gaps); no usable DNA"
+            )
     if not train_windows:
         raise ValueError(f"no training window of {options.window} bases fits outside the held-out regions of {names}")
     if not eval_windows:
@@ -120,6 +147,7 @@ def pretrain(
     tokenizer: PreTrainedTokenizerBase | None = None,
     resume_from_checkpoint: bool | str | None = None,
     callbacks: Sequence[TrainerCallback] = (),
+    allow_missing: bool = False,
 ) -> PretrainResult:
     """Pretrain (or continue pretraining) a Caduceus MLM on FASTA files with Trainer.
 
@@ -135,7 +163,7 @@ def pretrain(
     if isinstance(model, CaduceusConfig):
         # Trainer seeds only after the model exists; seed first so a config gives the same initial weights each run.
         set_seed(training_args.seed)
-    mlm = build_model("mlm", model)
+    mlm = build_model("mlm", model, allow_missing=allow_missing)
     tokenizer = tokenizer or default_tokenizer(model)
     rc_augment = (not mlm.config.rcps) if data.rc_augment is None else data.rc_augment
     prepared = build_pretraining_data(fasta_files, tokenizer, data, rc_augment)
@@ -157,6 +185,8 @@ def pretrain(
 
     output_dir = Path(training_args.output_dir)
     trainer.save_model(str(output_dir))
+    if trainer.is_world_process_zero():
+        normalise_permissions(output_dir)
     if trainer.is_world_process_zero():
         files = []
         for path in fasta_files:

@@ -1,4 +1,5 @@
-"""Regenerate the example files of this folder from the phage lambda genome in ../shared/data (NCBI NC_001416.1).
+"""Regenerate the example files of this folder from the phage lambda genome (NCBI NC_001416.1) in
+$CADUCEUS_DATA_DIR/genomes (see benchmarks/README.md).
 
 * lambda_phage.fa: the 48,502 bp genome, header shortened to `NC_001416.1` (the sequence is unchanged);
 * lambda_snvs.vcf: 40 SNVs at random positions (seed 0) with REF taken from the genome, plus one deletion and one
@@ -11,11 +12,13 @@ Run from the repository root: python examples/data/make_lambda_example.py
 from __future__ import annotations
 
 import gzip
+import os
 import random
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SOURCE = HERE.parents[2] / "shared" / "data" / "genomes" / "lambda_phage_NC_001416.1.fa.gz"
+DATA = Path(os.environ.get("CADUCEUS_DATA_DIR") or HERE.parents[2] / "shared" / "data")
+SOURCE = DATA / "genomes" / "lambda_phage_NC_001416.1.fa.gz"
 CONTIG = "NC_001416.1"
 
 
