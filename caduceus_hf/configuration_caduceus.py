@@ -27,7 +27,7 @@ SSM_CFG_DEFAULTS: dict[str, Any] = {
 }
 BIDIRECTIONAL_STRATEGIES = ("add", "ew_multiply")
 POOLING_STRATEGIES = ("mean", "max", "first", "last")
-SCAN_BACKENDS = ("auto", "reference", "cpu", "cuda")
+SCAN_BACKENDS = ("auto", "reference", "cpu", "cuda", "chunked")
 
 
 class CaduceusConfig(PreTrainedConfig):
@@ -55,7 +55,7 @@ class CaduceusConfig(PreTrainedConfig):
         conjoin_train / conjoin_eval: Ph models average the forward and reverse-complement passes when training /
             evaluating (post-hoc conjoining).
         scan_backend: which selective-scan implementation to use ("auto" picks the fastest available for the
-            tensors' device; "reference" is the plain PyTorch loop).
+            tensors' device; "reference" is the plain PyTorch loop, "chunked" the parallel PyTorch scan).
     """
 
     model_type = "caduceus"

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import AutoModelForMaskedLM
 
-from caduceus_hf.ops import scan
+from caduceus_hf.ops import scan, scan_chunked
 from caduceus_hf.ops.scan_chunked import selective_scan_chunked
 from caduceus_hf.ops.scan_reference import selective_scan_reference
 
@@ -125,8 +125,8 @@ def test_lengths_chunks_and_blocks(length, chunk, block):
 
 
 def test_the_published_shape_with_the_default_chunk():
-    inputs = make_inputs(batch=1, length=600, d_inner=64, d_state=16, seed=3)
-    assert_matches_reference(inputs, chunk_options={}, mask=make_mask(1, 600, "gaps"), reverse=True)
+    inputs = make_inputs(batch=1, length=520, d_inner=16, d_state=16, seed=3)
+    assert_matches_reference(inputs, chunk_options={}, mask=make_mask(1, 520, "gaps"), reverse=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -269,23 +269,43 @@ def test_on_mps_matches_the_reference_on_cpu():
             close(grads[name].cpu(), grads_ref[name])
 
 
-# --- the models' golden outputs through this scan ------------------------------------------------------------------
+# --- selection and the models' golden outputs through this scan ----------------------------------------------------
+
+
+def test_auto_picks_it_for_devices_without_a_faster_scan():
+    assert scan.resolve_backend("chunked", torch.device("cpu")) is selective_scan_chunked
+    for device in ("mps", "xpu", "meta"):
+        assert scan.resolve_backend("auto", torch.device(device)) is selective_scan_chunked, device
+    if scan._cuda_backend() is None:
+        assert scan.resolve_backend("auto", torch.device("cuda")) is selective_scan_chunked
+    assert scan.resolve_backend("auto", torch.device("cpu")) is not selective_scan_chunked
+
+
+def test_selected_by_name_through_the_dispatcher():
+    inputs = make_inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            scan.selective_scan(**inputs, backend="chunked"), selective_scan_chunked(**inputs), rtol=0, atol=0
+        )
 
 
 @pytest.mark.parametrize("mode", ["fused", "nonfused"])
 @pytest.mark.parametrize("name", ["mlm_ph", "mlm_ps"])
 def test_mlm_fixtures_through_the_chunked_scan(name, mode, monkeypatch):
+    """scan_backend="chunked", with chunks short enough that the fixtures' sequences (64 and 300) span several."""
     calls = collections.Counter()
 
-    def chunked(*args, **kwargs):
+    def counted(*args, **kwargs):
         calls["chunked"] += 1
-        return selective_scan_chunked(*args, **kwargs, **SMALL)
+        return selective_scan_chunked(*args, **kwargs)
 
-    monkeypatch.setattr(scan, "resolve_backend", lambda backend, device: chunked)
+    monkeypatch.setattr(scan_chunked, "CHUNK", 32)
+    monkeypatch.setattr(scan_chunked, "BLOCK", 4)
+    monkeypatch.setattr(scan, "selective_scan_chunked", counted)
     inputs = load_file(FIXTURES / name / "inputs.safetensors")
     expected = load_file(FIXTURES / name / f"expected_{mode}.safetensors")
     model = AutoModelForMaskedLM.from_pretrained(
-        FIXTURES / name, fused_add_norm=mode == "fused", scan_backend="reference"
+        FIXTURES / name, fused_add_norm=mode == "fused", scan_backend="chunked"
     ).eval()
     with torch.no_grad():
         logits_a = model(inputs["input_ids_a"]).logits

@@ -4,17 +4,21 @@ Backends:
     "reference": plain PyTorch (`scan_reference.py`), any device, the ground truth.
     "cpu":       the fast CPU kernels (`scan_cpu.py`), CPU tensors only.
     "cuda":      mamba-ssm's selective_scan_fn (`kernels.py`), CUDA tensors only, when the [cuda] extra is installed.
-    "auto":      "cuda" for CUDA tensors when the kernel imports, "cpu" for CPU tensors when it is available, else
-                 "reference".
+    "chunked":   plain PyTorch with parallel primitives (`scan_chunked.py`), any device: operations per chunk of
+                 steps, not per step.
+    "auto":      "cuda" for CUDA tensors when the kernel imports, "cpu" for CPU tensors when it is available, the
+                 reference for other CPU tensors, "chunked" for every other device (MPS, XPU, CUDA without
+                 mamba-ssm).
 """
 
 from __future__ import annotations
 
 import torch
 
+from .scan_chunked import selective_scan_chunked
 from .scan_reference import selective_scan_reference
 
-BACKENDS = ("auto", "reference", "cpu", "cuda")
+BACKENDS = ("auto", "reference", "cpu", "cuda", "chunked")
 
 
 def _cpu_backend():
@@ -35,6 +39,8 @@ def resolve_backend(backend: str, device: torch.device):
         raise ValueError(f"unknown scan backend {backend!r}; choose one of {BACKENDS}")
     if backend == "reference":
         return selective_scan_reference
+    if backend == "chunked":
+        return selective_scan_chunked
     if backend == "cuda":
         if device.type != "cuda":
             raise ValueError(f"scan backend 'cuda' needs CUDA tensors, got tensors on {device}")
@@ -50,10 +56,10 @@ def resolve_backend(backend: str, device: torch.device):
             raise RuntimeError("scan backend 'cpu' requested but its kernels are unavailable (numba missing?)")
         return fn
     if device.type == "cuda":
-        return _cuda_backend() or selective_scan_reference
+        return _cuda_backend() or selective_scan_chunked
     if device.type == "cpu":
         return _cpu_backend() or selective_scan_reference
-    return selective_scan_reference
+    return selective_scan_chunked
 
 
 def selective_scan(

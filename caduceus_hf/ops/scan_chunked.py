@@ -96,11 +96,13 @@ def selective_scan_chunked(
     reverse: bool = False,
     initial_state: torch.Tensor | None = None,
     return_final_state: bool = False,
-    chunk: int = CHUNK,
-    block: int = BLOCK,
+    chunk: int | None = None,
+    block: int | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """See `caduceus_hf.ops.selective_scan` for the contract; all arithmetic in float32. `chunk` and `block`: see
-    CHUNK and BLOCK."""
+    """See `caduceus_hf.ops.selective_scan` for the contract; all arithmetic in float32. `chunk` and `block` default to
+    CHUNK and BLOCK, read at each call (tests lower them)."""
+    chunk = CHUNK if chunk is None else chunk
+    block = BLOCK if block is None else block
     if chunk < 1 or chunk & (chunk - 1) or block < 1 or block & (block - 1):
         raise ValueError(f"selective_scan_chunked: chunk and block must be powers of two, got {chunk} and {block}")
     batch, length, d_inner = u.shape
