@@ -63,9 +63,11 @@ def layer_inputs(length: int, device: str) -> dict:
 
 
 def scan_function(backend: str):
+    import torch
+
     from caduceus_hf.ops import scan
 
-    return scan.resolve_backend(backend, _DEVICE)
+    return scan.resolve_backend(backend, torch.device(_DEVICE))
 
 
 def build_model(backend: str):
@@ -112,8 +114,11 @@ def peak_rss_mb(fn) -> float | None:
     return None
 
 
-def run_point(point: str, backend: str, repeats: int, prefix: int) -> dict:
+def run_point(point: str, backend: str, repeats: int, prefix: int, threads: int | None) -> dict:
     import torch
+
+    if threads:
+        torch.set_num_threads(threads)
 
     kind, length = POINTS[point]
     sync = torch.cuda.synchronize if _DEVICE == "cuda" else (lambda: None)
@@ -166,6 +171,8 @@ def run_point(point: str, backend: str, repeats: int, prefix: int) -> dict:
 def subprocess_point(point: str, backend: str, args) -> dict | None:
     cmd = [sys.executable, __file__, "--_point", point, backend, "--repeats", str(args.repeats),
            "--reference-prefix", str(args.reference_prefix), "--device", args.device]  # fmt: skip
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if out.returncode:
         print(f"  {point} {backend}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
@@ -182,6 +189,7 @@ def main() -> None:
     parser.add_argument("--points", nargs="+", default=list(POINTS), choices=list(POINTS))
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--reference-prefix", type=int, default=8192,
                         help="longest layer scan the reference loop runs; longer ones are extrapolated from it")  # fmt: skip
     parser.add_argument("--_point", nargs=2, help=argparse.SUPPRESS)
@@ -189,12 +197,14 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     _DEVICE = args.device
     if args._point:
-        print(json.dumps(run_point(*args._point, args.repeats, args.reference_prefix)))
+        print(json.dumps(run_point(*args._point, args.repeats, args.reference_prefix, args.threads)))
         return
 
     import torch
 
-    backends = ["chunked", "reference", "cuda" if args.device == "cuda" else "cpu"]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    backends = ["reference", "cuda" if args.device == "cuda" else "cpu", "chunked"]
     print(f"device {args.device}, torch {torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads; "
           f"medians of {args.repeats}; ~ = reference extrapolated from a {args.reference_prefix}-step prefix")  # fmt: skip
     header = (f"{'point':>10} {'backend':>9} | {'wall s':>8} {'cpu s':>8} {'ops':>10} {'peak MB':>8} | "
@@ -209,7 +219,7 @@ def main() -> None:
             results[point][backend] = r = subprocess_point(point, backend, args)
             if r is None:
                 continue
-            ref, fast = results[point].get("reference"), results[point].get(backends[-1])
+            ref, fast = results[point].get("reference"), results[point].get(backends[1])
             mark = "~" if r["extrapolated_from"] else " "
             ratio = lambda a, b: f"{a / b:.1f}" if a and b else "-"  # noqa: E731
             peak = r.get("peak_mb")

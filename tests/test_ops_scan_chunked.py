@@ -232,13 +232,13 @@ def count_ops(fn, length, **kwargs):
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 def test_operations_grow_with_chunks_not_steps(reverse):
     """Four times the length, four times the chunks: at most four times the operations. The loop dispatches
-    operations per step; here a chunk of 64 steps costs fewer than the loop spends on 8 steps."""
-    chunked = functools.partial(selective_scan_chunked, chunk=64, block=8, reverse=reverse)
-    short, long = count_ops(chunked, 256).total, count_ops(chunked, 1024).total
+    operations per step; here a chunk of 128 steps costs fewer than the loop spends on 16 of them."""
+    chunked = functools.partial(selective_scan_chunked, chunk=128, block=8, reverse=reverse)
+    short, long = count_ops(chunked, 512).total, count_ops(chunked, 2048).total
     assert long <= 4 * short
-    per_chunk = long / (1024 // 64)
-    reference_per_step = count_ops(selective_scan_reference, 1024, reverse=reverse).total / 1024
-    assert per_chunk < 8 * reference_per_step, (per_chunk, reference_per_step)
+    per_chunk = long / (2048 // 128)
+    reference_per_step = count_ops(selective_scan_reference, 2048, reverse=reverse).total / 2048
+    assert per_chunk < 16 * reference_per_step, (per_chunk, reference_per_step)
 
 
 def test_no_host_synchronisation():

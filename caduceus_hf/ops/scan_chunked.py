@@ -3,27 +3,32 @@
 For devices without a faster kernel (MPS, XPU, ROCm, CUDA without mamba-ssm). Same contract as
 `caduceus_hf.ops.selective_scan`; differentiable by autograd.
 
-Algorithm. The recurrence h_t = a_t h_{t-1} + b_t (a_t = exp(dt_t A), b_t = dt_t u_t B_t, all (d_inner, d_state)) is
+Algorithm. The recurrence h_t = a_t h_{t-1} + b_t (a_t = exp(dt_t A), b_t = dt_t u_t B_t, all (d_state, d_inner)) is
 the composition of the affine maps h -> a_t h + b_t, which is associative:
 
-    (a1, b1) o (a2, b2) = (a2 a1, a2 b1 + b2)        (apply 1, then 2)
+    (a1, b1) o (a2, b2) = (a1 a2, a2 b1 + b2)        (apply 1, then 2)
 
-The sequence runs in chunks of `chunk` steps, the state carried from one to the next. Inside a chunk, padded to a
-power of two with identity steps (a = 1, b = 0), `_scan` pairs neighbouring steps into one map, scans the half-length
-sequence of pairs recursively, and recovers the even steps from the pair before them: log2(chunk) levels, each a
-constant number of whole-tensor operations, total work about twice the sequential loop's (a linear-work prefix
-scan, unlike the chunk x log2(chunk) of a Hillis-Steele scan). The reverse direction scans each chunk flipped in
-time, and the chunks from the last.
+The sequence runs in chunks of CHUNK steps (the last padded with identity steps, dt = 0: a = 1, b = 0), the state
+carried from one chunk to the next; a chunk is K blocks of BLOCK consecutive steps. Per chunk:
+  1. every block's own map from a zero state: a loop over the BLOCK step positions, each step one set of operations
+     on all K blocks at once (its end state), and its total decay exp(A sum dt) in closed form;
+  2. the state entering each block: a prefix scan of the K block maps from the carried state, by recursive pairing
+     (`_scan`: pair neighbours into one map, scan the half-length sequence, recover the even elements from the odd
+     state before them), log2(K) levels of a few operations each, linear work;
+  3. the loop over the BLOCK step positions again from those states, contracting each state with C as it is made.
+Operations dispatched: about 2 x BLOCK x 4 + log2(K) x 12 + 30 per chunk, whatever the sequence length; elementwise
+work about twice the sequential loop's. The reverse direction scans each chunk flipped in time, from the last chunk.
 
 Stability. dt >= 0 (a softplus, times a 0/1 mask) and A < 0, so every a_t is in (0, 1], and so is every product of
-them that the scan forms: nothing overflows, and a product that underflows to 0 is a decay that the sequential loop
-would also have taken to below float32's range. There is no division by a cumulative decay (the log-space
-"cumsum then exp(-cumsum)" shortcut needs one, and overflows once a chunk's total decay passes e^88), and every
-value is a sum of the same terms the loop adds, by a different bracketing: the results agree to rounding.
+them the scan forms (the block decays exp(A sum dt) too): nothing overflows, and a product that underflows to 0 is
+a decay that the sequential loop also takes below float32's range. There is no division by a cumulative decay (the
+log-space shortcut h_t = P_t sum_s b_s / P_s, P_t = exp(A cumsum dt), overflows once a chunk's total decay passes
+e^-88), and every state is a sum of the same terms the loop adds, bracketed differently: they agree to rounding.
 
-Cost. Per chunk the (chunk, d_inner, d_state) factors exist at once, a few times over: memory grows with the chunk,
-not the sequence, without autograd. exp2 of the pre-scaled dt A replaces exp (torch's exp2 is about 3x faster on
-CPU, and the scaling by log2(e) is exact to float32 rounding of A).
+Cost. No (length x d_state x d_inner) tensor exists, not even per chunk: the largest intermediates are
+(batch, K, d_state, d_inner), made and used step by step, so memory is bounded by the chunk without autograd (with
+autograd, what backward needs: a few states per step). exp2 of dt times a pre-scaled A replaces exp: torch's exp2 is
+about 3x faster on CPU, and the scaling by log2(e) costs one float32 rounding of A.
 """
 
 from __future__ import annotations
@@ -33,9 +38,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-CHUNK = 512
+CHUNK = 2048
 """Time steps per chunk: a power of two. Larger chunks dispatch fewer operations, smaller ones use less memory."""
-BLOCK = 8
+BLOCK = 16
 """Steps per block inside a chunk (a power of two): each block is a step of the sequential loops, run for all the
 chunk's blocks at once."""
 
@@ -62,22 +67,29 @@ def _chunk(
     batch, length, d_inner = dt.shape
     d_state = B.shape[-1]
     K = length // block
-    # 1. Discretisation, states laid out (n, d): every broadcast then runs along d, the contiguous dimension.
-    a = (dt.unsqueeze(-2) * A2).exp2_().view(batch, K, block, d_state, d_inner).unbind(2)
-    b = (B.unsqueeze(-1) * dtu.unsqueeze(-2)).view(batch, K, block, d_state, d_inner).unbind(2)
-    # 2. Each block's own map: its end state from zero, and its total decay exp(A sum dt).
-    end = b[0]
+    # States are laid out (n, d): every broadcast then runs along d, the contiguous dimension.
+    dt_steps = dt.view(batch, K, block, 1, d_inner).unbind(2)
+    dtu_steps = dtu.view(batch, K, block, 1, d_inner).unbind(2)
+    B_steps = B.reshape(batch, K, block, d_state, 1).unbind(2)
+    C_steps = C.reshape(batch * K, block, 1, d_state).unbind(1)
+
+    def step(j: int, state: torch.Tensor) -> torch.Tensor:
+        """Step j of every block: exp(dt A) state + B (dt u), the factors made here rather than for the whole chunk."""
+        decay = (dt_steps[j] * A2).exp2_()
+        return torch.addcmul(decay * state, B_steps[j], dtu_steps[j])
+
+    # 1. Each block's own map: its end state from zero, and its total decay exp(A sum dt).
+    end = B_steps[0] * dtu_steps[0]
     for j in range(1, block):
-        end = torch.addcmul(b[j], a[j], end)
+        end = step(j, end)
     decay = (dt.view(batch, K, block, d_inner).sum(2).unsqueeze(-2) * A2).exp2_()
-    # 3. The state entering each block: a scan over the blocks' maps.
+    # 2. The state entering each block: a scan over the blocks' maps.
     ends = _scan(decay, end, h)
     state = torch.cat([h.unsqueeze(1), ends[:, :-1]], dim=1)
-    # 4. The steps of all blocks at once, each contracted with C as it is made.
-    C_steps = C.reshape(batch * K, block, 1, d_state).unbind(1)
+    # 3. The steps of all blocks at once, each state contracted with C as it is made.
     ys = []
     for j in range(block):
-        state = torch.addcmul(b[j], a[j], state)
+        state = step(j, state)
         ys.append(torch.bmm(C_steps[j], state.view(batch * K, d_state, d_inner)))
     y = torch.cat(ys, dim=1).view(batch, length, d_inner)
     return y, state[:, -1]
