@@ -248,6 +248,18 @@ def test_no_host_synchronisation():
     assert not {"_local_scalar_dense", "nonzero", "item", "is_nonzero"} & counts.keys(), counts
 
 
+def test_exports_and_the_exported_program_matches():
+    """torch.export traces it without graph breaks (no data-dependent branch, no host read) for a fixed length."""
+
+    class Scan(torch.nn.Module):
+        def forward(self, u, delta, A, B, C, D, z, delta_bias, mask):
+            return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, mask, reverse=True, chunk=8, block=4)
+
+    inputs = (*make_inputs(length=13).values(), make_mask(2, 13, "gaps"))
+    program = torch.export.export(Scan(), inputs)
+    torch.testing.assert_close(program.module()(*inputs), Scan()(*inputs), rtol=0, atol=0)
+
+
 # --- devices -------------------------------------------------------------------------------------------------------
 
 
