@@ -225,7 +225,7 @@ def main() -> None:
             peak = r.get("peak_mb")
             print(
                 f"{point:>10} {backend:>9} | {r['wall_s']:>7.3f}{mark} {r['cpu_s']:>7.3f}{mark} {r['ops']:>9,.0f}{mark} "
-                f"{peak if peak is None else f'{peak:,.0f}':>8} | "
+                f"{'-' if peak is None else f'{peak:,.0f}':>8} | "
                 f"{ratio(ref and ref['wall_s'], r['wall_s']):>13} {ratio(ref and ref['ops'], r['ops']):>12} "
                 f"{ratio(peak, fast and fast.get('peak_mb')):>9}"
             )

@@ -311,7 +311,7 @@ def test_mlm_fixtures_through_the_chunked_scan(name, mode, monkeypatch):
         calls["chunked"] += 1
         return selective_scan_chunked(*args, **kwargs)
 
-    monkeypatch.setattr(scan_chunked, "CHUNK", 32)
+    monkeypatch.setattr(scan_chunked, "CPU_CHUNK", 32)
     monkeypatch.setattr(scan_chunked, "BLOCK", 4)
     monkeypatch.setattr(scan, "selective_scan_chunked", counted)
     inputs = load_file(FIXTURES / name / "inputs.safetensors")

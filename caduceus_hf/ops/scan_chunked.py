@@ -8,7 +8,7 @@ the composition of the affine maps h -> a_t h + b_t, which is associative:
 
     (a1, b1) o (a2, b2) = (a1 a2, a2 b1 + b2)        (apply 1, then 2)
 
-The sequence runs in chunks of CHUNK steps (the last padded with identity steps, dt = 0: a = 1, b = 0), the state
+The sequence runs in chunks of CHUNK (CPU_CHUNK) steps (the last padded with identity steps, dt = 0: a = 1, b = 0), the state
 carried from one chunk to the next; a chunk is K blocks of BLOCK consecutive steps. Per chunk:
   1. every block's own map from a zero state: a loop over the BLOCK step positions, each step one set of operations
      on all K blocks at once (its end state), and its total decay exp(A sum dt) in closed form;
@@ -38,8 +38,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-CHUNK = 2048
-"""Time steps per chunk: a power of two. Larger chunks dispatch fewer operations, smaller ones use less memory."""
+CHUNK = 8192
+"""Time steps per chunk (a power of two) on accelerators: larger chunks dispatch fewer operations (kernel launches),
+smaller ones use less memory."""
+CPU_CHUNK = 2048
+"""The same for CPU tensors, where an operation costs little to dispatch and its intermediates should stay small
+(measured in benchmarks/README.md)."""
 BLOCK = 16
 """Steps per block inside a chunk (a power of two): each block is a step of the sequential loops, run for all the
 chunk's blocks at once."""
@@ -112,8 +116,9 @@ def selective_scan_chunked(
     block: int | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """See `caduceus_hf.ops.selective_scan` for the contract; all arithmetic in float32. `chunk` and `block` default to
-    CHUNK and BLOCK, read at each call (tests lower them)."""
-    chunk = CHUNK if chunk is None else chunk
+    CHUNK (CPU_CHUNK for CPU tensors) and BLOCK, read at each call (tests lower them)."""
+    if chunk is None:
+        chunk = CPU_CHUNK if u.device.type == "cpu" else CHUNK
     block = BLOCK if block is None else block
     if chunk < 1 or chunk & (chunk - 1) or block < 1 or block & (block - 1):
         raise ValueError(f"selective_scan_chunked: chunk and block must be powers of two, got {chunk} and {block}")
