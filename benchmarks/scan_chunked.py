@@ -191,7 +191,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--reference-prefix", type=int, default=8192,
-                        help="longest layer scan the reference loop runs; longer ones are extrapolated from it")  # fmt: skip
+                        help="longest layer scan the reference runs; longer ones are extrapolated from it")  # fmt: skip
     parser.add_argument("--_point", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -205,10 +205,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     backends = ["reference", "cuda" if args.device == "cuda" else "cpu", "chunked"]
-    print(f"device {args.device}, torch {torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads; "
-          f"medians of {args.repeats}; ~ = reference extrapolated from a {args.reference_prefix}-step prefix")  # fmt: skip
+    print(f"device {args.device}, torch {torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} "
+          f"threads; medians of {args.repeats}; ~: reference scaled up from {args.reference_prefix} steps")  # fmt: skip
     header = (f"{'point':>10} {'backend':>9} | {'wall s':>8} {'cpu s':>8} {'ops':>10} {'peak MB':>8} | "
-              f"{'ref/this time':>13} {'ref/this ops':>12} {'peak/fast':>9}")  # fmt: skip
+              f"{'ref/this wall':>13} {'ref/this cpu':>12} {'ref/this ops':>12} {'peak/fast':>9}")  # fmt: skip
     print(header)
     print("-" * len(header))
     results = collections.defaultdict(dict)
@@ -223,11 +223,11 @@ def main() -> None:
             mark = "~" if r["extrapolated_from"] else " "
             ratio = lambda a, b: f"{a / b:.1f}" if a and b else "-"  # noqa: E731
             peak = r.get("peak_mb")
+            measured = f"{r['wall_s']:>7.3f}{mark} {r['cpu_s']:>7.3f}{mark} {r['ops']:>9,.0f}{mark}"
             print(
-                f"{point:>10} {backend:>9} | {r['wall_s']:>7.3f}{mark} {r['cpu_s']:>7.3f}{mark} {r['ops']:>9,.0f}{mark} "
-                f"{'-' if peak is None else f'{peak:,.0f}':>8} | "
-                f"{ratio(ref and ref['wall_s'], r['wall_s']):>13} {ratio(ref and ref['ops'], r['ops']):>12} "
-                f"{ratio(peak, fast and fast.get('peak_mb')):>9}"
+                f"{point:>10} {backend:>9} | {measured} {'-' if peak is None else f'{peak:,.0f}':>8} | "
+                f"{ratio(ref and ref['wall_s'], r['wall_s']):>13} {ratio(ref and ref['cpu_s'], r['cpu_s']):>12} "
+                f"{ratio(ref and ref['ops'], r['ops']):>12} {ratio(peak, fast and fast.get('peak_mb')):>9}"
             )
 
 

@@ -8,8 +8,8 @@ the composition of the affine maps h -> a_t h + b_t, which is associative:
 
     (a1, b1) o (a2, b2) = (a1 a2, a2 b1 + b2)        (apply 1, then 2)
 
-The sequence runs in chunks of CHUNK (CPU_CHUNK) steps (the last padded with identity steps, dt = 0: a = 1, b = 0), the state
-carried from one chunk to the next; a chunk is K blocks of BLOCK consecutive steps. Per chunk:
+The sequence runs in chunks of CHUNK steps (CPU_CHUNK on CPU; the last chunk padded with identity steps, dt = 0:
+a = 1, b = 0), the state carried from one chunk to the next; a chunk is K blocks of BLOCK consecutive steps. Per chunk:
   1. every block's own map from a zero state: a loop over the BLOCK step positions, each step one set of operations
      on all K blocks at once (its end state), and its total decay exp(A sum dt) in closed form;
   2. the state entering each block: a prefix scan of the K block maps from the carried state, by recursive pairing
@@ -41,7 +41,7 @@ import torch.nn.functional as F
 CHUNK = 8192
 """Time steps per chunk (a power of two) on accelerators: larger chunks dispatch fewer operations (kernel launches),
 smaller ones use less memory."""
-CPU_CHUNK = 2048
+CPU_CHUNK = 4096
 """The same for CPU tensors, where an operation costs little to dispatch and its intermediates should stay small
 (measured in benchmarks/README.md)."""
 BLOCK = 16
