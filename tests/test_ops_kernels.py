@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from caduceus_hf import CaduceusForMaskedLM
 from caduceus_hf.ops import kernels, scan
 from caduceus_hf.ops.conv import short_conv_silu
+from caduceus_hf.ops.scan_chunked import selective_scan_chunked
 from caduceus_hf.ops.scan_reference import selective_scan_reference
 
 from conftest import perturb, random_ids, tiny_config
@@ -205,7 +206,7 @@ def test_working_packages_are_found_for_cuda_devices(monkeypatch, caplog):
         assert kernels.load() == kernels.Kernels(_explode, _explode, _explode)
         with kernels.disabled():
             assert not kernels.selective_scan_available()
-            assert scan.resolve_backend("auto", torch.device("cuda")) is selective_scan_reference
+            assert scan.resolve_backend("auto", torch.device("cuda")) is selective_scan_chunked
         assert kernels.selective_scan_available()
     assert not kernel_records(caplog)
 
@@ -227,7 +228,7 @@ def test_without_causal_conv1d_the_fused_mixer_is_off(monkeypatch, caplog):
 def test_missing_packages_fall_back_with_one_info_line(monkeypatch, caplog):
     hide_kernel_packages(monkeypatch, NotInstalled())
     with caplog.at_level(logging.DEBUG, logger=LOGGER):
-        assert scan.resolve_backend("auto", torch.device("cuda")) is selective_scan_reference
+        assert scan.resolve_backend("auto", torch.device("cuda")) is selective_scan_chunked
         assert not kernels.selective_scan_available()
     (record,) = kernel_records(caplog)
     assert record.levelno == logging.INFO
@@ -249,7 +250,7 @@ def test_broken_install_falls_back_and_logs_exactly_one_line(monkeypatch, caplog
     hide_kernel_packages(monkeypatch, BrokenInstall(error))
     with caplog.at_level(logging.DEBUG, logger=LOGGER):
         for _ in range(3):
-            assert scan.resolve_backend("auto", torch.device("cuda")) is selective_scan_reference
+            assert scan.resolve_backend("auto", torch.device("cuda")) is selective_scan_chunked
             assert not kernels.selective_scan_available()
         with pytest.raises(RuntimeError, match="mamba-ssm is not usable"):
             scan.resolve_backend("cuda", torch.device("cuda"))
