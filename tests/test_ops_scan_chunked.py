@@ -61,7 +61,8 @@ def run(fn, inputs, initial_state=None, **kwargs):
     h0 = None if initial_state is None else initial_state.detach().clone().requires_grad_(True)
     y, h = fn(**leaves, initial_state=h0, return_final_state=True, **kwargs)
     g = torch.Generator().manual_seed(1)
-    loss = (y.float() * torch.randn(y.shape, generator=g)).sum() + (h * torch.randn(h.shape, generator=g)).sum()
+    weight_y, weight_h = (torch.randn(t.shape, generator=g).to(t.device) for t in (y, h))
+    loss = (y.float() * weight_y).sum() + (h * weight_h).sum()
     wrt = {k: v for k, v in leaves.items() if v is not None}
     if h0 is not None:
         wrt["initial_state"] = h0
