@@ -47,6 +47,7 @@ import torch.nn.functional as F
 
 from .ops import conv_cpu, kernels, scan_cpu
 from .ops.conv import short_conv_silu as _conv_reference
+from .ops.scan_chunked import selective_scan_chunked
 from .ops.scan_reference import selective_scan_reference
 
 if TYPE_CHECKING:
@@ -316,6 +317,24 @@ class CpuKernels(MixerBackend):
         if not conv_cpu.supports(x, weight):
             return super().conv(x, weight, bias, reverse)
         return conv_cpu.short_conv_silu_cpu(x, weight, bias, reverse)
+
+
+@register
+class Chunked(MixerBackend):
+    """The parallel selective scan in plain PyTorch (`ops/scan_chunked.py`): any device, no compiled extension.
+    "auto" picks it for every device but the CPU that no backend before it accepts (MPS, XPU, ROCm, CUDA without
+    mamba-ssm); the convolution stays the reference's."""
+
+    name = "chunked"
+
+    def auto(self, device: torch.device) -> bool:
+        return device.type != "cpu"
+
+    def scan(self, u, delta, A, B, C, D=None, z=None, delta_bias=None, mask=None, reverse=False, initial_state=None,
+             return_final_state=False):  # fmt: skip
+        return selective_scan_chunked(
+            u, delta, A, B, C, D, z, delta_bias, mask, reverse, initial_state, return_final_state
+        )
 
 
 @register

@@ -494,7 +494,7 @@ def test_without_causal_conv1d_the_fused_mixer_is_off(monkeypatch, caplog):
 def test_missing_packages_fall_back_with_one_info_line(monkeypatch, caplog):
     hide_kernel_packages(monkeypatch, NotInstalled())
     with caplog.at_level(logging.DEBUG, logger=LOGGER):
-        assert backends.resolve("auto", CUDA).name == "reference"
+        assert backends.resolve("auto", CUDA).name == "chunked"
         with pytest.raises(RuntimeError, match="scan_backend 'cuda' cannot run here: mamba-ssm is not usable"):
             backends.resolve("cuda", CUDA)
     (record,) = kernel_records(caplog)
@@ -517,7 +517,7 @@ def test_broken_install_falls_back_and_logs_exactly_one_line(monkeypatch, caplog
     hide_kernel_packages(monkeypatch, BrokenInstall(error))
     with caplog.at_level(logging.DEBUG, logger=LOGGER):
         for _ in range(3):
-            assert backends.resolve("auto", CUDA).name == "reference"
+            assert backends.resolve("auto", CUDA).name == "chunked"
         with pytest.raises(RuntimeError, match="mamba-ssm is not usable"):
             backends.resolve("cuda", CUDA)
     (record,) = kernel_records(caplog)
