@@ -26,6 +26,13 @@ config_common = pytest.importorskip("hf_tests.test_configuration_common")
 
 # Test name (or "TesterClass.test_name" for one variant) -> why it does not apply to Caduceus. Everything else runs.
 NOT_APPLICABLE: dict[str, str] = {
+    "test_reverse_loading_mapping": (
+        "the registered conversion reads the original's non-fused PS norm names (`norm.submodule.`) into our modules; "
+        "saving writes the original's layout for the model's own config, which for Ph and fused PS (these testers) is "
+        "`norm.weight`, so that "
+        "conversion is deliberately not reversed (tests/test_checkpoint_layout.py checks the saved keys of every "
+        "fixture config)"
+    ),
     "CaduceusPsModelTest.test_model_get_set_embeddings": (
         "a PS input embedding is the two-strand RCPSEmbedding (an nn.Embedding giving 2 * d_model channels, what "
         "forward takes as inputs_embeds); set_input_embeddings(nn.Embedding) adopts that module as its shared weight, "
