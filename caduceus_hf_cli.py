@@ -57,9 +57,25 @@ def _add_runtime(p: argparse.ArgumentParser, batch_size: int) -> None:
                    help=f"where to run: {', '.join(DEVICES)} or cuda:N (auto: cuda, else mps, else cpu)")
     g.add_argument("--dtype", default="float32", choices=DTYPES, help="model weights dtype")
     g.add_argument("--batch-size", type=int, default=batch_size, help="sequences per forward pass")
-    g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--threads", type=int,
+                   help="torch CPU threads per process (default: torch's choice; under torchrun, the cores divided "
+                        "by the processes on the node)")
     g.add_argument("--allow-missing", action="store_true",
                    help="accept a checkpoint that lacks some weights (initialised as new); default: refuse it")
+
+
+def _add_sharding(p: argparse.ArgumentParser, unit: str) -> None:
+    g = p.add_argument_group(
+        "genome-scale runs",
+        "The input is streamed in blocks and the output written as blocks finish (memory does not grow with the "
+        "input). Under torchrun or accelerate launch the blocks are shared among the ranks (one GPU each when "
+        "there are GPUs) and rank 0 writes --out. Finished blocks are kept in OUT.parts until the end.",
+    )
+    g.add_argument("--block-size", type=int, default=1024,
+                   help=f"{unit} per block: the unit of work of a rank and of --resume")
+    g.add_argument("--resume", action="store_true",
+                   help="keep the blocks an interrupted run with the same settings finished (in OUT.parts) and "
+                        "compute only the others")
 
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:
@@ -127,6 +143,7 @@ def _add_apps(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rc-average", action="store_true",
                    help="average with the reverse complement's embedding (strand-invariant embeddings)")
     _add_runtime(p, batch_size=16)
+    _add_sharding(p, "windows (or sequences)")
     p.set_defaults(handler="caduceus_hf.apps.cli:run_embed")
 
     p = sub.add_parser(
@@ -153,6 +170,7 @@ def _add_apps(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label-key", metavar="KEY", help="INFO key of a 0/1 label; prints the AUROC")
     p.add_argument("--roc-png", metavar="FILE", help="with --label-key: write the ROC curve to this PNG")
     _add_runtime(p, batch_size=16)
+    _add_sharding(p, "VCF records")
     p.set_defaults(handler="caduceus_hf.apps.cli:run_score_variants")
 
     p = sub.add_parser(

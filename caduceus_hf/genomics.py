@@ -82,6 +82,12 @@ def _check_readable(path: Path, kind: str) -> None:
         raise GenomeFileError(f"{path}: cannot be read (permission denied)")
 
 
+def check_input_file(path: PathLike, kind: str) -> Path:
+    """`path` if it is a readable regular file, else FileNotFoundError or GenomeFileError naming it as a `kind` file."""
+    _check_readable(Path(path), kind)
+    return Path(path)
+
+
 def is_gzipped(path: PathLike) -> bool:
     """Whether a file starts with the gzip magic bytes (plain gzip and bgzip alike)."""
     with open(path, "rb") as fh:
@@ -214,6 +220,110 @@ def read_fasta(path: PathLike, allow_mask_token: bool = False) -> Iterator[Seque
         raise GenomeFileError(f"{path}: no FASTA records")
 
 
+@dataclass(frozen=True)
+class FastaWindow:
+    """Bases [start, end) (0-based, half-open) of FASTA record `name`, and their text (case kept)."""
+
+    name: str
+    start: int
+    end: int
+    sequence: str
+
+
+def fasta_windows(path: PathLike, window: int | None, stride: int | None = None) -> Iterator[FastaWindow]:
+    """Stream the windows `tile(len(record), window, stride)` of every record of a FASTA file (plain, gzip or bgzip),
+    in file order, holding at most about `window` + `stride` bases and one line at a time (window None: each whole
+    record, which is then held in memory).
+
+    The same checks as `read_fasta`, with file and line in every error: a '>' header first, named headers, unique
+    names, no record without bases, only IUPAC nucleotide codes or '-' in sequence lines, and at least one record.
+    """
+    path = Path(path)
+    _check_readable(path, "FASTA")
+    tile(1, window, stride)  # the window options, before reading anything
+    step = window if stride is None else stride
+    seen: set[str] = set()
+    name: str | None = None
+    header_line = 0
+    buffer, offset, length, next_start, last_end = "", 0, 0, 0, -1
+
+    def finish() -> Iterator[FastaWindow]:
+        # The record's tail: at most one window, ending at the record's end (tile's partial_tail).
+        if length == 0:
+            raise GenomeFileError(f"{path}:{header_line}: record {name!r} has no sequence")
+        if window is None:
+            yield FastaWindow(name, 0, length, buffer)
+            return
+        if last_end < length and next_start < length:
+            yield FastaWindow(name, next_start, length, buffer[next_start - offset :])
+
+    with read_errors(path, "FASTA"), open_text(path) as fh:
+        for number, line in enumerate(fh, start=1):
+            text = line.rstrip("\r\n")
+            if not text:
+                continue
+            if text.startswith(">"):
+                if name is not None:
+                    yield from finish()
+                name = text[1:].split(maxsplit=1)[0] if text[1:].strip() else ""
+                if not name:
+                    raise GenomeFileError(f"{path}:{number}: FASTA header without a name")
+                if name in seen:
+                    raise GenomeFileError(f"{path}:{number}: record name {name!r} appears more than once")
+                seen.add(name)
+                header_line = number
+                buffer, offset, length, next_start, last_end = "", 0, 0, 0, -1
+                continue
+            if name is None:
+                raise GenomeFileError(f"{path}:{number}: not FASTA: expected a '>' header line, got {text.strip()[:40]!r}")
+            bad = invalid_dna_character(text)
+            if bad is not None:
+                raise GenomeFileError(
+                    f"{path}:{number}: invalid character {bad[1]!r} in the sequence of record {name!r} "
+                    "(expected IUPAC nucleotide codes)"
+                )
+            buffer += text
+            length += len(text)
+            if window is None:
+                continue
+            while next_start + window <= length:
+                yield FastaWindow(name, next_start, next_start + window, buffer[next_start - offset : next_start - offset + window])
+                last_end = next_start + window
+                next_start += step
+            # Keep only the bases from the next window's start on (all of them were read when stride > window).
+            drop = min(next_start, length) - offset
+            if drop > 0:
+                buffer, offset = buffer[drop:], offset + drop
+    if name is None:
+        raise GenomeFileError(f"{path}: no FASTA records")
+    yield from finish()
+
+
+def count_fasta_windows(path: PathLike, window: int | None, stride: int | None = None) -> int:
+    """How many windows `fasta_windows` yields, from the record lengths (PATH.fai when present, else one pass)."""
+    fai = Path(f"{path}.fai")
+    if fai.is_file():
+        with open(fai) as fh:
+            lengths = [int(line.split("\t")[1]) for line in fh if line.strip()]
+    else:
+        lengths, length = [], None
+        with read_errors(path, "FASTA"), open_text(path) as fh:
+            for line in fh:
+                if line.startswith(">"):
+                    if length is not None:
+                        lengths.append(length)
+                    length = 0
+                elif length is not None:
+                    length += len(line.rstrip("\r\n"))
+        if length is not None:
+            lengths.append(length)
+    if window is None:
+        return len(lengths)
+    step = window if stride is None else stride
+    # tile(): starts 0, step, ... below the length, stopping after the first window that reaches the end.
+    return sum(min(-(-length // step), max(0, -(-(length - window) // step)) + 1) for length in lengths if length)
+
+
 class Reference:
     """Random access to the contigs of a reference FASTA.
 
@@ -331,21 +441,30 @@ def tile(length: int, window: int | None, stride: int | None = None, partial_tai
     be shorter. False (training windows of one size): only full windows; a tail shorter than a window is left out.
     window None: the whole sequence as one window.
     """
+    return list(iter_tile(length, window, stride, partial_tail))
+
+
+def iter_tile(
+    length: int, window: int | None, stride: int | None = None, partial_tail: bool = True
+) -> Iterator[tuple[int, int]]:
+    """The windows of `tile`, one at a time (a long region's windows are never all held)."""
     if window is None:
         if stride is not None:
             raise ValueError("a stride needs a window")
-        return [(0, length)] if length > 0 else []
+        if length > 0:
+            yield 0, length
+        return
     stride = window if stride is None else stride
     check_positive(window, "window")
     check_positive(stride, "stride")
     if not partial_tail:
-        return [(start, start + window) for start in range(0, length - window + 1, stride)]
-    spans = []
+        for start in range(0, length - window + 1, stride):
+            yield start, start + window
+        return
     for start in range(0, length, stride):
-        spans.append((start, min(start + window, length)))
+        yield start, min(start + window, length)
         if start + window >= length:
             break
-    return spans
 
 
 def check_positive(value: Any, name: str) -> int:
@@ -355,37 +474,50 @@ def check_positive(value: Any, name: str) -> int:
     return value
 
 
-def read_bed(path: PathLike) -> list[Interval]:
-    """The intervals of a BED file (plain or gzipped; tab-separated, whitespace accepted; 'track', 'browser' and '#'
-    lines skipped). Columns past the 4th (score, strand, ...) are ignored. Errors name the file and line."""
+def iter_bed(path: PathLike) -> Iterator[Interval]:
+    """Stream the intervals of a BED file (plain or gzipped; tab-separated, whitespace accepted; 'track', 'browser'
+    and '#' lines skipped). Columns past the 4th (score, strand, ...) are ignored. Errors name the file and line."""
     path = Path(path)
     _check_readable(path, "BED")
-    regions = []
-    try:
-        with open_text(path) as fh:
-            for number, line in enumerate(fh, start=1):
-                text = line.rstrip("\r\n")
-                if not text.strip() or text.startswith(("#", "track", "browser")):
-                    continue
-                fields = text.split("\t") if "\t" in text else text.split()
-                if len(fields) < 3:
-                    raise GenomeFileError(f"{path}:{number}: a BED line needs chrom, start and end, got {text[:60]!r}")
-                chrom, start_text, end_text = (f.strip() for f in fields[:3])
-                try:
-                    start, end = int(start_text), int(end_text)
-                except ValueError:
-                    raise GenomeFileError(
-                        f"{path}:{number}: BED start and end must be integers, got {start_text!r} and {end_text!r}"
-                    ) from None
-                if start < 0 or end <= start:
-                    raise GenomeFileError(f"{path}:{number}: BED interval needs 0 <= start < end, got {start}-{end}")
-                name = fields[3].strip() if len(fields) > 3 and fields[3].strip() not in ("", ".") else None
-                regions.append(Interval(chrom, start, end, name, number))
-    except (OSError, EOFError, zlib.error) as err:
-        raise GenomeFileError(f"{path}: cannot be read as (gzipped) BED text: {err}") from None
-    if not regions:
+    count = 0
+    with read_errors(path, "BED"), open_text(path) as fh:
+        for number, line in enumerate(fh, start=1):
+            text = line.rstrip("\r\n")
+            if not text.strip() or text.startswith(("#", "track", "browser")):
+                continue
+            fields = text.split("\t") if "\t" in text else text.split()
+            if len(fields) < 3:
+                raise GenomeFileError(f"{path}:{number}: a BED line needs chrom, start and end, got {text[:60]!r}")
+            chrom, start_text, end_text = (f.strip() for f in fields[:3])
+            try:
+                start, end = int(start_text), int(end_text)
+            except ValueError:
+                raise GenomeFileError(
+                    f"{path}:{number}: BED start and end must be integers, got {start_text!r} and {end_text!r}"
+                ) from None
+            if start < 0 or end <= start:
+                raise GenomeFileError(f"{path}:{number}: BED interval needs 0 <= start < end, got {start}-{end}")
+            name = fields[3].strip() if len(fields) > 3 and fields[3].strip() not in ("", ".") else None
+            count += 1
+            yield Interval(chrom, start, end, name, number)
+    if count == 0:
         raise GenomeFileError(f"{path}: no BED intervals")
-    return regions
+
+
+def read_bed(path: PathLike) -> list[Interval]:
+    """The intervals of a BED file, as a list (see `iter_bed`)."""
+    return list(iter_bed(path))
+
+
+def count_lines(path: PathLike, skip_prefix: str = "#") -> int:
+    """Non-blank lines of a plain or gzipped text file that do not start with `skip_prefix` (a progress bar's total:
+    the records of a text VCF or the lines of a BED file)."""
+    count = 0
+    with read_errors(path, "text"), open_text(path) as fh:
+        for line in fh:
+            if line.strip() and not line.startswith(skip_prefix):
+                count += 1
+    return count
 
 
 # --- VCF --------------------------------------------------------------------------------------------------------------
@@ -602,13 +734,18 @@ def atomic_directory(path: PathLike, force: bool = False) -> Iterator[Path]:
 __all__ = [
     "DNA_CHARS",
     "GenomeFileError",
+    "FastaWindow",
     "Interval",
     "atomic_directory",
     "atomic_write",
     "check_dna",
+    "check_input_file",
     "check_output_directory",
     "check_output_file",
     "check_positive",
+    "count_fasta_windows",
+    "count_lines",
+    "fasta_windows",
     "invalid_dna_character",
     "normalise_permissions",
     "open_text",
@@ -620,6 +757,8 @@ __all__ = [
     "Reference",
     "SequenceRecord",
     "VcfRecord",
+    "iter_bed",
+    "iter_tile",
     "read_bed",
     "read_fasta",
     "read_vcf",

@@ -535,10 +535,13 @@ def test_clinvar_chrm_slice_scores_with_the_demo_model(shared_data, tmp_path):
 def test_a_missing_optional_dependency_names_the_apps_extra(ph_dir, reference, tmp_path, monkeypatch, capsys):
     import sys
 
+    vcf = write_vcf(tmp_path / "v.vcf", [snv(20)])
     monkeypatch.setitem(sys.modules, "pysam", None)  # makes `import pysam` fail
-    code = cli_main(["embed", "--fasta", str(reference), "--out", str(tmp_path / "e.npz"), "--model", str(ph_dir)])
+    code = cli_main(["score-variants", "--vcf", str(vcf), "--fasta", str(reference), "--out", str(tmp_path / "s.tsv"),
+                     "--model", str(ph_dir), "--window", "16"])
     assert code == 1
-    assert ("caduceus-hf embed: error: reading FASTA files needs pysam, which is not installed: "
+    # embed streams FASTA with its own reader; the reference of score-variants is read by pysam.
+    assert ("caduceus-hf score-variants: error: reading FASTA files needs pysam, which is not installed: "
             "pip install 'caduceus-hf[apps]'") in capsys.readouterr().err
 
 
@@ -623,6 +626,7 @@ def test_embed_checks_out_before_any_work(ph_dir, tmp_path, capsys, monkeypatch,
     fasta = tmp_path / "x.fa"
     fasta.write_text(">x\nACGTACGT\n")
     monkeypatch.setattr("caduceus_hf.apps.embed.embed_fasta", lambda *a, **k: pytest.fail("computed anyway"))
+    monkeypatch.setattr("caduceus_hf.apps.embed.embed_to_file", lambda *a, **k: pytest.fail("computed anyway"))
     assert cli_main(["embed", "--fasta", str(fasta), "--out", str(tmp_path / out), "--model", str(ph_dir)]) == 1
     assert re.search(message, capsys.readouterr().err)
 

@@ -14,6 +14,7 @@ from ..cli import configure_output
 
 
 def _prepare(args: argparse.Namespace) -> None:
+    """Output settings and --threads (embed and score-variants apply --threads per rank themselves)."""
     configure_output()
     if args.threads is not None:
         if args.threads < 1:
@@ -25,31 +26,34 @@ def _prepare(args: argparse.Namespace) -> None:
 
 def run_embed(args: argparse.Namespace) -> int:
     from ..genomics import check_output_file
-    from .embed import OUTPUT_FORMATS, embed_fasta
+    from .embed import OUTPUT_FORMATS, embed_to_file
 
     _prepare(args)
     check_output_file(args.out, OUTPUT_FORMATS, "--out")
     start = time.perf_counter()
-    result = embed_fasta(
-        args.fasta, args.model, bed=args.bed, window=args.window, stride=args.stride, rc_average=args.rc_average,
-        batch_size=args.batch_size, device=args.device, dtype=args.dtype, progress=sys.stderr.isatty(),
+    run = embed_to_file(
+        args.fasta, args.out, args.model, bed=args.bed, window=args.window, stride=args.stride,
+        rc_average=args.rc_average, batch_size=args.batch_size, block_size=args.block_size, device=args.device,
+        dtype=args.dtype, threads=args.threads, resume=args.resume, progress=sys.stderr.isatty(),
         allow_missing=args.allow_missing,
     )
+    if run is None:  # not rank 0: rank 0 reports
+        return 0
     seconds = time.perf_counter() - start
-    result.save(args.out)
-    bases = int((result.end - result.start).sum())
+    result = run.merged
     what = "windows" if args.window else "sequences"
     print(
-        f"embedded {len(result):,} {what} ({bases:,} bases) of {args.fasta}"
-        f"{f' (regions of {args.bed})' if args.bed else ''} -> {args.out}: {result.vectors.shape[1]} dimensions, "
-        f"rc-average {'on' if args.rc_average else 'off'}, {bases / seconds:,.0f} bases/s ({seconds:.1f} s)"
+        f"embedded {result.rows:,} {what} ({result.bases:,} bases) of {args.fasta}"
+        f"{f' (regions of {args.bed})' if args.bed else ''} -> {args.out}: {result.dim} dimensions, "
+        f"rc-average {'on' if args.rc_average else 'off'}, {result.bases / seconds:,.0f} bases/s ({seconds:.1f} s)"
     )
+    print(run.ranks_line())
     return 0
 
 
 def run_score_variants(args: argparse.Namespace) -> int:
     from ..genomics import check_output_file, require
-    from .variants import score_variants
+    from .variants import score_variants_to_file
 
     _prepare(args)
     if args.roc_png and not args.label_key:
@@ -60,19 +64,23 @@ def run_score_variants(args: argparse.Namespace) -> int:
         require("matplotlib", "the ROC plot")
         require("sklearn.metrics", "the ROC curve")
     circular: bool | set[str] = False if args.circular is None else (set(args.circular) or True)
-    result = score_variants(
-        args.vcf, args.fasta, args.model, window=args.window, rc_average=args.rc_average,
+    run = score_variants_to_file(
+        args.vcf, args.fasta, args.out, args.model, window=args.window, rc_average=args.rc_average,
         embedding_distance=args.embedding_distance, circular=circular, label_key=args.label_key,
-        batch_size=args.batch_size, device=args.device, dtype=args.dtype, progress=sys.stderr.isatty(),
-        allow_missing=args.allow_missing,
+        batch_size=args.batch_size, block_size=args.block_size, device=args.device, dtype=args.dtype,
+        threads=args.threads, resume=args.resume, progress=sys.stderr.isatty(), allow_missing=args.allow_missing,
     )
-    if args.roc_png and result.auroc() is None:
-        # Before anything is written: a failing run leaves no output.
-        raise ValueError(f"--roc-png: the ROC curve needs labelled variants of both classes ({args.label_key} 0 and 1)")
-    result.write_tsv(args.out)
+    if run is None:  # not rank 0: rank 0 reports
+        return 0
+    result = run.merged
     print(result.summary())
-    print(f"wrote {len(result.variants):,} rows to {args.out}")
+    print(f"wrote {result.scored:,} rows to {args.out}")
+    print(run.ranks_line())
     if args.roc_png:
+        if result.auroc() is None:
+            raise ValueError(
+                f"--roc-png: the ROC curve needs labelled variants of both classes ({args.label_key} 0 and 1)"
+            )
         result.plot_roc(args.roc_png)
         print(f"wrote the ROC curve to {args.roc_png}")
     return 0

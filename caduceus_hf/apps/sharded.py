@@ -1,0 +1,341 @@
+"""Block-sharded, resumable inference over streamed input, in one process or across torch.distributed ranks.
+
+The work is a stream of items (VCF records, sequence windows) cut into blocks of `block_size` items in input order,
+numbered 0, 1, ...; rank r of a world of n processes computes the blocks whose number is r modulo n (every rank reads
+the whole input, which is cheap next to the model, so the assignment needs no communication and does not depend on
+timing). Each finished block is written atomically as its own part file in the work directory OUT.parts next to the
+output, with a manifest of the run's settings; rank 0 merges the parts in block order into OUT (temporary name, then
+rename) and removes the work directory. One process is the same code with a world of one, so a single process and n
+ranks write the same file.
+
+Resume: with `resume`, parts already present (and complete) are kept and only the missing blocks are computed; the
+manifest must match the run's settings, else the run stops with an error naming what differs. Since the parts do not
+depend on the number of ranks, a run may resume with a different world size. Without `resume` an existing work
+directory of this kind is discarded. A killed run leaves its work directory; a completed run removes it.
+
+Processes: torch.distributed is initialised only when a launcher (torchrun, accelerate launch, SLURM + torchrun) sets
+RANK and WORLD_SIZE with more than one process; gloo on CPU, NCCL with one GPU per rank (cuda:LOCAL_RANK). Each rank
+uses cores / local world size torch threads unless told otherwise. The work directory must be on a file system that
+every node sees (rank 0 merges what the others wrote).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import torch
+
+from ..genomics import check_input_file, check_positive, require, write_file_atomically
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+MANIFEST = "manifest.json"
+WORK_DIR_SUFFIX = ".parts"
+MANIFEST_FORMAT = "caduceus-hf sharded inference 1"
+# Ranks wait for each other only at the end; a long wait there is the slowest rank finishing its last block.
+PROCESS_GROUP_TIMEOUT = datetime.timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Workers:
+    """This process's place in the run: rank of world_size, and local_rank of local_world_size on its node."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            torch.distributed.barrier()
+
+    def broadcast(self, value: Any) -> Any:
+        """`value` of rank 0, on every rank."""
+        if self.world_size == 1:
+            return value
+        box = [value]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def launched_workers() -> Workers:
+    """The ranks a launcher set in the environment (torchrun, accelerate launch), else a world of one."""
+    env = os.environ
+    if "RANK" not in env or "WORLD_SIZE" not in env:
+        return Workers()
+    world = int(env["WORLD_SIZE"])
+    return Workers(
+        rank=int(env["RANK"]), world_size=world, local_rank=int(env.get("LOCAL_RANK", 0)),
+        local_world_size=int(env.get("LOCAL_WORLD_SIZE", world)),
+    )
+
+
+@contextlib.contextmanager
+def process_group(device: str | None, threads: int | None = None) -> Iterator[tuple[Workers, str | None]]:
+    """Join the launcher's process group (if any) and pick this rank's device and threads.
+
+    Yields the Workers and the device to load the model on: with several ranks and CUDA available (device None,
+    "auto" or "cuda"), cuda:LOCAL_RANK with NCCL; otherwise the device as given, with gloo. `threads` None: cores /
+    local world size torch threads. A process group that already exists (accelerate, the caller) is used and left
+    as it is; one created here is destroyed on the way out.
+    """
+    workers = launched_workers()
+    if threads is not None:
+        torch.set_num_threads(check_positive(threads, "threads"))
+    elif workers.world_size > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, cores // workers.local_world_size))
+    if workers.world_size == 1:
+        yield workers, device
+        return
+    use_cuda = torch.cuda.is_available() and (device is None or device in ("auto", "cuda"))
+    if use_cuda:
+        torch.cuda.set_device(workers.local_rank)
+        device = f"cuda:{workers.local_rank}"
+    created = not torch.distributed.is_initialized()
+    if created:
+        torch.distributed.init_process_group(
+            backend="nccl" if use_cuda else "gloo", timeout=PROCESS_GROUP_TIMEOUT,
+            **({"device_id": torch.device(device)} if use_cuda else {}),
+        )
+    try:
+        yield workers, device
+    finally:
+        if created and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def batched(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
+    """Consecutive lists of `size` items (the last may be shorter); only one list is held at a time."""
+    block: list[Item] = []
+    for item in items:
+        block.append(item)
+        if len(block) == size:
+            yield block
+            block = []
+    if block:
+        yield block
+
+
+@dataclass
+class RankReport:
+    """What one rank did: blocks computed and found done (resume), items computed, seconds, and the number of blocks
+    the input made (every rank counts them; they must agree)."""
+
+    rank: int
+    computed: int = 0
+    resumed: int = 0
+    items: int = 0
+    seconds: float = 0.0
+    blocks: int = 0
+
+    def line(self) -> str:
+        rate = f", {self.items / self.seconds:,.1f}/s" if self.seconds > 0 and self.items else ""
+        return (f"rank {self.rank}: {self.computed:,} blocks ({self.items:,} items) in {self.seconds:.1f} s{rate}"
+                f"{f', {self.resumed:,} blocks already done' if self.resumed else ''}")
+
+
+@dataclass
+class ShardedRun(Generic[Result]):
+    """The outcome on rank 0: the merged output, what the merge returned, and every rank's report."""
+
+    out: Path
+    merged: Result
+    ranks: list[RankReport] = field(default_factory=list)
+
+    def ranks_line(self) -> str:
+        return "; ".join(report.line() for report in self.ranks)
+
+
+@dataclass(frozen=True)
+class BlockTask(Generic[Item, Result]):
+    """How to compute one block into the bytes of its part file, recognise a complete part, and merge the parts
+    (in block order) into the output. `settings` identify the run (the manifest); `suffix` is the parts' extension."""
+
+    name: str
+    settings: dict[str, Any]
+    suffix: str
+    compute: Callable[[list[Item]], bytes]
+    is_complete: Callable[[Path], bool]
+    merge: Callable[[list[Path], Path], Result]
+
+
+def work_dir_of(out: Path) -> Path:
+    return out.with_name(out.name + WORK_DIR_SUFFIX)
+
+
+def _prepare_work_dir(work: Path, manifest: dict[str, Any], resume: bool) -> int:
+    """Create, reuse (resume) or replace the work directory; returns the number of parts kept."""
+    path = work / MANIFEST
+    if work.exists():
+        try:
+            found = json.loads(path.read_text())
+        except (OSError, ValueError):
+            found = None
+        if not isinstance(found, dict) or found.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"{work} exists and is not a caduceus-hf work directory (no valid {MANIFEST}); "
+                             "move it away or choose another --out")
+        if resume:
+            differ = sorted(key for key in set(found) | set(manifest) if found.get(key) != manifest.get(key))
+            if differ:
+                details = "; ".join(f"{key}: {found.get(key)!r} then, {manifest.get(key)!r} now" for key in differ)
+                raise ValueError(f"--resume: {work} was made by a run with other settings ({details}); rerun "
+                                 "without --resume to start over")
+            for stale in work.iterdir():
+                # Reports of the previous attempt, and temporary files of writes a kill interrupted.
+                if stale.name.startswith(("rank-", ".")):
+                    stale.unlink()
+            return sum(1 for p in work.iterdir() if p.name.startswith("block-"))
+        shutil.rmtree(work)
+    work.mkdir()
+    write_file_atomically(path, json.dumps(manifest, indent=1, sort_keys=True).encode())
+    return 0
+
+
+def run_blocks(
+    task: BlockTask[Item, Result],
+    items: Iterable[Item],
+    out: Path,
+    workers: Workers,
+    *,
+    block_size: int,
+    resume: bool = False,
+    progress: bool = False,
+    total: Callable[[], int | None] | None = None,
+    unit: str = "item",
+) -> ShardedRun[Result] | None:
+    """Compute this rank's blocks of `items`, then (rank 0) merge every block into `out`.
+
+    Returns the ShardedRun on rank 0 and None on the other ranks. `total` (called on rank 0 when `progress`) counts
+    the items for the progress bar, which shows the work of all ranks (rank 0 counts the part files).
+    """
+    check_positive(block_size, "block_size")
+    out = Path(out)
+    work = work_dir_of(out)
+    manifest = {"format": MANIFEST_FORMAT, "command": task.name, "block_size": block_size, **task.settings}
+    error = None
+    if workers.is_main:
+        try:
+            kept = _prepare_work_dir(work, manifest, resume)
+        except ValueError as err:
+            error = str(err)
+    # Every rank stops on a bad work directory, not only rank 0.
+    error = workers.broadcast(error)
+    if error is not None:
+        raise ValueError(error)
+    workers.barrier()
+
+    tqdm = require("tqdm", "the progress bar").tqdm
+    show = progress and workers.is_main
+    bar = tqdm(total=total() if show and total is not None else None, unit=unit, unit_scale=True,
+               desc=task.name, disable=None if show else True)
+    if show and resume and kept:
+        bar.update(min(kept * block_size, bar.total or kept * block_size))
+
+    def show_progress() -> None:
+        if show:
+            done = sum(1 for p in work.iterdir() if p.name.startswith("block-")) * block_size
+            bar.update(max(0, min(done, bar.total or done) - bar.n))
+
+    report = RankReport(workers.rank)
+    start = time.perf_counter()
+    try:
+        for index, block in enumerate(batched(items, block_size)):
+            report.blocks = index + 1
+            if index % workers.world_size != workers.rank:
+                continue
+            part = work / f"block-{index:09d}{task.suffix}"
+            if resume and part.exists() and task.is_complete(part):
+                report.resumed += 1
+                continue
+            write_file_atomically(part, task.compute(block))
+            report.computed += 1
+            report.items += len(block)
+            show_progress()
+        report.seconds = time.perf_counter() - start
+        write_file_atomically(work / f"rank-{workers.rank}.json", json.dumps(asdict(report)).encode())
+        if show:
+            # The other ranks' progress while they finish (they wait at the barrier below).
+            while sum(1 for p in work.iterdir() if p.name.startswith("rank-")) < workers.world_size:
+                show_progress()
+                time.sleep(0.5)
+        workers.barrier()
+        result = None
+        error = None
+        if workers.is_main:
+            try:
+                result = _merge(task, work, out, workers.world_size)
+                show_progress()
+            except (ValueError, OSError) as err:
+                error = f"{type(err).__name__}: {err}"
+        error = workers.broadcast(error)
+        if error is not None:
+            raise RuntimeError(f"rank 0 could not merge the parts into {out}: {error}")
+        return result
+    finally:
+        bar.close()
+
+
+def _merge(task: BlockTask[Any, Result], work: Path, out: Path, world_size: int) -> ShardedRun[Result]:
+    reports = [RankReport(**json.loads((work / f"rank-{rank}.json").read_text())) for rank in range(world_size)]
+    counts = {r.blocks for r in reports}
+    if len(counts) != 1:
+        raise ValueError(f"the ranks read different numbers of blocks from the input ({sorted(counts)}); "
+                         "was an input file changed during the run?")
+    blocks = counts.pop()
+    parts = [work / f"block-{index:09d}{task.suffix}" for index in range(blocks)]
+    missing = [p.name for p in parts if not p.is_file()]
+    if missing:
+        raise ValueError(f"{len(missing)} part(s) missing in {work}, e.g. {missing[0]}")
+    merged = task.merge(parts, out)
+    shutil.rmtree(work, ignore_errors=True)
+    return ShardedRun(out, merged, reports)
+
+
+def file_fingerprint(path: str | os.PathLike[str] | None, kind: str) -> dict[str, Any] | None:
+    """What identifies an input file for --resume: its absolute path, size and modification time. A missing or
+    unreadable file is an error naming it as a `kind` file."""
+    if path is None:
+        return None
+    stat = check_input_file(path, kind).stat()
+    return {"path": str(Path(path).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def model_fingerprint(model: Any) -> Any:
+    """What identifies a model for --resume: a local directory's files (names, sizes, modification times), else the
+    name it was loaded by."""
+    name = str(getattr(model, "name_or_path", "") or "")
+    if name and Path(name).is_dir():
+        return {"dir": str(Path(name).resolve()),
+                "files": sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(name).iterdir()
+                                if p.is_file())}
+    return name
+
+
+__all__ = [
+    "BlockTask",
+    "RankReport",
+    "ShardedRun",
+    "Workers",
+    "batched",
+    "file_fingerprint",
+    "launched_workers",
+    "model_fingerprint",
+    "process_group",
+    "run_blocks",
+    "work_dir_of",
+]
