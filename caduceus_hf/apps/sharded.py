@@ -226,8 +226,10 @@ def run_blocks(
     check_positive(block_size, "block_size")
     out = Path(out)
     work = work_dir_of(out)
-    manifest = {"format": MANIFEST_FORMAT, "command": task.name, "block_size": block_size, **task.settings}
-    error = None
+    # Through JSON, so that it compares equal to the manifest read back on --resume.
+    manifest = json.loads(json.dumps({"format": MANIFEST_FORMAT, "command": task.name, "block_size": block_size,
+                                      **task.settings}))
+    error, kept = None, 0
     if workers.is_main:
         try:
             kept = _prepare_work_dir(work, manifest, resume)
@@ -246,26 +248,36 @@ def run_blocks(
     if show and resume and kept:
         bar.update(min(kept * block_size, bar.total or kept * block_size))
 
-    def show_progress() -> None:
-        if show:
+    last_scan = 0.0
+
+    def show_progress(force: bool = False) -> None:
+        # Rank 0 counts the part files of every rank, at most once a second (the directory may hold thousands).
+        nonlocal last_scan
+        if show and (force or time.monotonic() - last_scan > 1.0):
+            last_scan = time.monotonic()
             done = sum(1 for p in work.iterdir() if p.name.startswith("block-")) * block_size
             bar.update(max(0, min(done, bar.total or done) - bar.n))
 
     report = RankReport(workers.rank)
     start = time.perf_counter()
     try:
-        for index, block in enumerate(batched(items, block_size)):
+        # Not enumerate(): it keeps the previous block alive while the next one is read.
+        index = -1
+        for block in batched(items, block_size):
+            index += 1
             report.blocks = index + 1
-            if index % workers.world_size != workers.rank:
-                continue
             part = work / f"block-{index:09d}{task.suffix}"
-            if resume and part.exists() and task.is_complete(part):
+            if index % workers.world_size != workers.rank:
+                pass
+            elif resume and part.exists() and task.is_complete(part):
                 report.resumed += 1
-                continue
-            write_file_atomically(part, task.compute(block))
-            report.computed += 1
-            report.items += len(block)
-            show_progress()
+            else:
+                write_file_atomically(part, task.compute(block))
+                report.computed += 1
+                report.items += len(block)
+                show_progress()
+            # Not held while the next block is read: one block in memory at a time.
+            del block
         report.seconds = time.perf_counter() - start
         write_file_atomically(work / f"rank-{workers.rank}.json", json.dumps(asdict(report)).encode())
         if show:
@@ -278,14 +290,20 @@ def run_blocks(
         error = None
         if workers.is_main:
             try:
+                show_progress(force=True)
                 result = _merge(task, work, out, workers.world_size)
-                show_progress()
             except (ValueError, OSError) as err:
                 error = f"{type(err).__name__}: {err}"
         error = workers.broadcast(error)
         if error is not None:
             raise RuntimeError(f"rank 0 could not merge the parts into {out}: {error}")
         return result
+    except Exception:
+        # A failed single process without --resume leaves nothing behind (its input or settings are likely at
+        # fault); killed runs, --resume runs and ranks of a launcher keep their finished parts.
+        if workers.world_size == 1 and not resume:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
     finally:
         bar.close()
 
