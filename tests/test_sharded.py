@@ -28,7 +28,7 @@ from caduceus_hf.apps import embed as embed_module
 from caduceus_hf.apps import variants as variants_module
 from caduceus_hf.apps.sharded import work_dir_of
 from caduceus_hf.cli import main as cli_main
-from caduceus_hf.genomics import VcfRecord
+from caduceus_hf.genomics import VcfRecord, tile
 
 GENOME = "".join(np.random.default_rng(3).choice(list("ACGT"), 1500))
 CLI = Path(sys.executable).parent / "caduceus-hf"
@@ -276,7 +276,7 @@ def test_two_ranks_score_variants_like_one_process(mlm_dir, fasta, tmp_path):
     assert code == 0, output[-4000:]
     assert_same_tsv(tmp_path / "two.tsv", tmp_path / "one.tsv")
     # Rank 0 alone reports: the summary once, with the counts of both ranks (9 blocks: 5 and 4).
-    assert output.count("scored 52 SNVs") == 1
+    assert output.count("scored 57 SNVs from 52 VCF records") == 1
     assert "rank 0: 5 blocks" in output and "rank 1: 4 blocks" in output
 
 
@@ -290,7 +290,7 @@ def test_two_ranks_embed_like_one_process(mlm_dir, tmp_path):
         code, output = finish(proc)
     assert code == 0, output[-4000:]
     one, two = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
-    assert sorted(one.files) == sorted(two.files) and len(two["ids"]) == 23
+    assert sorted(one.files) == sorted(two.files) and len(two["ids"]) == len(tile(800, 64, 50)) + len(tile(311, 64, 50))
     for key in one.files:
         if key == "embeddings":
             np.testing.assert_allclose(two[key], one[key], rtol=1e-5, atol=1e-5)
