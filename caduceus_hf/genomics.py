@@ -275,7 +275,9 @@ def fasta_windows(path: PathLike, window: int | None, stride: int | None = None)
                 buffer, offset, length, next_start, last_end = "", 0, 0, 0, -1
                 continue
             if name is None:
-                raise GenomeFileError(f"{path}:{number}: not FASTA: expected a '>' header line, got {text.strip()[:40]!r}")
+                raise GenomeFileError(
+                    f"{path}:{number}: not FASTA: expected a '>' header line, got {text.strip()[:40]!r}"
+                )
             bad = invalid_dna_character(text)
             if bad is not None:
                 raise GenomeFileError(
@@ -287,7 +289,8 @@ def fasta_windows(path: PathLike, window: int | None, stride: int | None = None)
             if window is None:
                 continue
             while next_start + window <= length:
-                yield FastaWindow(name, next_start, next_start + window, buffer[next_start - offset : next_start - offset + window])
+                lo = next_start - offset
+                yield FastaWindow(name, next_start, next_start + window, buffer[lo : lo + window])
                 last_end = next_start + window
                 next_start += step
             # Keep only the bases from the next window's start on (all of them were read when stride > window).

@@ -7,12 +7,17 @@ import os
 
 import pytest
 
+import numpy as np
+
 from caduceus_hf.genomics import (
     GenomeFileError,
     Interval,
     atomic_write,
     check_dna,
+    count_fasta_windows,
+    fasta_windows,
     is_bgzf,
+    iter_bed,
     parse_interval,
     read_fasta,
     tile,
@@ -78,3 +83,48 @@ def test_gzip_and_bgzip_fasta_read_and_corrupt_gzip_is_named(tmp_path):
     corrupt.write_bytes(gz.read_bytes()[:-10])
     with pytest.raises(GenomeFileError, match=r"c\.fa\.gz: cannot be read"):
         list(read_fasta(corrupt))
+
+
+@pytest.mark.parametrize("window, stride", [(None, None), (1, None), (7, None), (10, 3), (10, 25), (64, 64)])
+def test_streamed_windows_are_the_tiles_of_the_records(tmp_path, window, stride):
+    rng = np.random.default_rng(window or 0)
+    records = [(f"r{i}", "".join(rng.choice(list("ACGTacgtN"), n))) for i, n in enumerate([1, 9, 10, 64, 65, 203])]
+    path = tmp_path / "x.fa.gz"
+    with gzip.open(path, "wt") as fh:
+        for i, (name, seq) in enumerate(records):
+            width = 5 + 13 * i  # line lengths that do not divide the windows
+            fh.write(f">{name} description\n" + "".join(seq[j : j + width] + "\r\n" for j in range(0, len(seq), width)))
+    assert [r.sequence for r in read_fasta(path)] == [seq for _, seq in records]
+    got = [(w.name, w.start, w.end, w.sequence) for w in fasta_windows(path, window, stride)]
+    expected = [(name, a, b, seq[a:b]) for name, seq in records for a, b in tile(len(seq), window, stride)]
+    assert got == expected
+    assert count_fasta_windows(path, window, stride) == len(expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("junk\n>a\nACGT\n", r"bad\.fa:1: not FASTA: expected a '>' header line"),
+        ("\n>a\nACGT\nAC1T\n", r"bad\.fa:4: invalid character '1' in the sequence of record 'a'"),
+        (">a\nACGT\n>\nACGT\n", r"bad\.fa:3: FASTA header without a name"),
+        (">a\nACGT\n>b\n>c\nA\n", r"bad\.fa:3: record 'b' has no sequence"),
+        (">a\nACGT\n>a\nAC\n", r"bad\.fa:3: record name 'a' appears more than once"),
+        ("", r"bad\.fa: no FASTA records"),
+    ],
+)
+def test_streamed_windows_check_the_fasta_like_read_fasta(tmp_path, text, message):
+    path = tmp_path / "bad.fa"
+    path.write_text(text)
+    with pytest.raises(GenomeFileError, match=message):
+        list(read_fasta(path))
+    with pytest.raises(GenomeFileError, match=message):
+        list(fasta_windows(path, 2))
+
+
+def test_streamed_bed_names_the_line_of_a_bad_interval_after_good_ones(tmp_path):
+    path = tmp_path / "b.bed"
+    path.write_text("chr1\t0\t10\tx\nchr1\t5\t3\n")
+    stream = iter_bed(path)
+    assert next(stream) == Interval("chr1", 0, 10, "x", 1)
+    with pytest.raises(GenomeFileError, match=r"b\.bed:2: BED interval needs 0 <= start < end"):
+        next(stream)

@@ -228,7 +228,7 @@ def test_a_failed_single_run_leaves_nothing_behind(mlm_dir, fasta, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.fa", "v.vcf"]
 
 
-# --- several processes (torchrun, gloo) ---------------------------------------------------------------------------------
+# --- several processes (torchrun, gloo) -----------------------------------------------------------------------------
 
 
 def free_port() -> int:

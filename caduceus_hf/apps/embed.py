@@ -182,7 +182,9 @@ def _windows(
     `fasta` (an indexed reference is read window by window; see `genomics.Reference`)."""
     tile(1, window, stride)  # check the window options before reading anything
     if window is not None and window >= max_tokens:
-        raise ValueError(f"a window of {window:,} bases does not fit the model's {max_tokens:,} tokens ([SEP] included)")
+        raise ValueError(
+            f"a window of {window:,} bases does not fit the model's {max_tokens:,} tokens ([SEP] included)"
+        )
     if bed is None:
         for w in fasta_windows(fasta, window, stride):
             if w.end - w.start >= max_tokens:
@@ -220,7 +222,8 @@ def _embed_block(
     order = sorted(range(len(windows)), key=lambda i: len(windows[i].sequence), reverse=True)
     for i in range(0, len(order), batch_size):
         batch = order[i : i + batch_size]
-        vectors[batch] = embed_sequences([windows[j].sequence for j in batch], model, tokenizer, rc_average).cpu().numpy()
+        texts = [windows[j].sequence for j in batch]
+        vectors[batch] = embed_sequences(texts, model, tokenizer, rc_average).cpu().numpy()
     return vectors
 
 
@@ -381,7 +384,8 @@ def embed_to_file(
         net, tokenizer = load_model(model, masked_lm=False, device=device, dtype=dtype, allow_missing=allow_missing)
         metadata = _metadata(net, rc_average, window, stride)
         settings = {
-            "fasta": file_fingerprint(fasta, "FASTA"), "bed": file_fingerprint(bed, "BED"), "model": model_fingerprint(net),
+            "fasta": file_fingerprint(fasta, "FASTA"), "bed": file_fingerprint(bed, "BED"),
+            "model": model_fingerprint(net),
             "dtype": str(next(net.parameters()).dtype), "output": out.suffix.lower(), **metadata,
         }
 

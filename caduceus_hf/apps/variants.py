@@ -203,7 +203,8 @@ def format_summary(
     else:
         lines.append("skipped 0 ALT alleles")
     if mismatches:
-        lines.append(f"REF mismatches: {mismatches:,} (scored anyway, ref_match=0); first: {'; '.join(first_mismatches)}")
+        first = "; ".join(first_mismatches)
+        lines.append(f"REF mismatches: {mismatches:,} (scored anyway, ref_match=0); first: {first}")
     else:
         lines.append("REF mismatches: 0")
     if label_key is not None:
@@ -550,7 +551,8 @@ def score_variants_to_file(
         settings = _Settings(vcf, reference, window, circular, label_key, rc_average, embedding_distance, batch_size)
         circular_contigs = _circular_contigs(reference, circular)
         fingerprint = {
-            "vcf": file_fingerprint(vcf, "VCF"), "fasta": file_fingerprint(fasta, "FASTA"), "model": model_fingerprint(mlm),
+            "vcf": file_fingerprint(vcf, "VCF"), "fasta": file_fingerprint(fasta, "FASTA"),
+            "model": model_fingerprint(mlm),
             "dtype": str(next(mlm.parameters()).dtype), "window": window, "rc_average": rc_average,
             "embedding_distance": embedding_distance, "circular_contigs": circular_contigs, "label_key": label_key,
         }
