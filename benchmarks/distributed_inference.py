@@ -2,7 +2,7 @@
 the input (`caduceus-hf embed` / `score-variants`, streamed and sharded; caduceus_hf/apps/sharded.py).
 
 Every point runs the command as a subprocess (torchrun --no-python caduceus-hf ... for several ranks) and reads back
-the per-rank work time and items from the summary line the command prints ("rank r: B blocks (N items) in S s"), the
+the per-rank work time and items from the summary line the command prints ("rank r: B blocks (N records) in S s"), the
 wall time of the whole command (start-up and model loading included) and the peak resident memory of the largest
 process (getrusage of the children: the max over the ranks).
 
@@ -45,7 +45,7 @@ VCF = DATA / "variants" / "clinvar_chrM_SNV_PLP_vs_BLB.vcf"
 MITO = DATA / "genomes" / "human_mtDNA_rCRS_NC_012920.1.fa"
 ECOLI = DATA / "genomes" / "ecoli_K12_MG1655.fasta.gz"
 CLI = Path(sys.executable).parent / "caduceus-hf"
-RANK_LINE = re.compile(r"rank (\d+): [\d,]+ blocks \(([\d,]+) items\) in ([\d.]+) s")
+RANK_LINE = re.compile(r"rank (\d+): [\d,]+ blocks? \(([\d,]+) \w+\) in ([\d.]+) s")
 # Runs a command and prints, as JSON, its exit status, wall time and the peak RSS (KiB) of its largest descendant.
 MEASURE = (
     "import json, resource, subprocess, sys, time; t = time.perf_counter(); "

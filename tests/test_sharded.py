@@ -277,7 +277,7 @@ def test_two_ranks_score_variants_like_one_process(mlm_dir, fasta, tmp_path):
     assert_same_tsv(tmp_path / "two.tsv", tmp_path / "one.tsv")
     # Rank 0 alone reports: the summary once, with the counts of both ranks (9 blocks: 5 and 4).
     assert output.count("scored 57 SNVs from 52 VCF records") == 1
-    assert "rank 0: 5 blocks" in output and "rank 1: 4 blocks" in output
+    assert "rank 0: 5 blocks (28 records)" in output and "rank 1: 4 blocks (24 records)" in output
 
 
 def test_two_ranks_embed_like_one_process(mlm_dir, tmp_path):

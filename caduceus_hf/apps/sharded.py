@@ -143,9 +143,11 @@ class RankReport:
     seconds: float = 0.0
     blocks: int = 0
 
-    def line(self) -> str:
-        rate = f", {self.items / self.seconds:,.1f}/s" if self.seconds > 0 and self.items else ""
-        return (f"rank {self.rank}: {self.computed:,} blocks ({self.items:,} items) in {self.seconds:.1f} s{rate}"
+    def line(self, unit: str = "item") -> str:
+        """"rank R: B blocks (N UNITs) in S s, X UNITs/s[, K blocks already done]"."""
+        rate = f", {self.items / self.seconds:,.1f} {unit}s/s" if self.seconds > 0 and self.items else ""
+        blocks = f"{self.computed:,} block{'' if self.computed == 1 else 's'}"
+        return (f"rank {self.rank}: {blocks} ({self.items:,} {unit}s) in {self.seconds:.1f} s{rate}"
                 f"{f', {self.resumed:,} blocks already done' if self.resumed else ''}")
 
 
@@ -156,9 +158,11 @@ class ShardedRun(Generic[Result]):
     out: Path
     merged: Result
     ranks: list[RankReport] = field(default_factory=list)
+    unit: str = "item"
 
     def ranks_line(self) -> str:
-        return "; ".join(report.line() for report in self.ranks)
+        """What each rank did, e.g. "rank 0: 5 blocks (5,120 records) in 12.0 s, 426.7 records/s; rank 1: ..."."""
+        return "; ".join(report.line(self.unit) for report in self.ranks)
 
 
 @dataclass(frozen=True)
@@ -291,7 +295,7 @@ def run_blocks(
         if workers.is_main:
             try:
                 show_progress(force=True)
-                result = _merge(task, work, out, workers.world_size)
+                result = _merge(task, work, out, workers.world_size, unit)
             except (ValueError, OSError) as err:
                 error = f"{type(err).__name__}: {err}"
         error = workers.broadcast(error)
@@ -308,7 +312,7 @@ def run_blocks(
         bar.close()
 
 
-def _merge(task: BlockTask[Any, Result], work: Path, out: Path, world_size: int) -> ShardedRun[Result]:
+def _merge(task: BlockTask[Any, Result], work: Path, out: Path, world_size: int, unit: str) -> ShardedRun[Result]:
     reports = [RankReport(**json.loads((work / f"rank-{rank}.json").read_text())) for rank in range(world_size)]
     counts = {r.blocks for r in reports}
     if len(counts) != 1:
@@ -321,7 +325,7 @@ def _merge(task: BlockTask[Any, Result], work: Path, out: Path, world_size: int)
         raise ValueError(f"{len(missing)} part(s) missing in {work}, e.g. {missing[0]}")
     merged = task.merge(parts, out)
     shutil.rmtree(work, ignore_errors=True)
-    return ShardedRun(out, merged, reports)
+    return ShardedRun(out, merged, reports, unit)
 
 
 def file_fingerprint(path: str | os.PathLike[str] | None, kind: str) -> dict[str, Any] | None:
