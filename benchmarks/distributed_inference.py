@@ -14,13 +14,13 @@ against threads on the same 2 cores) and B/C (2 ranks against 1, at 1 thread eac
 A's (same rows and order, values within 1e-5).
 
 memory: peak RSS of score-variants on --small vs --large synthetic SNVs (window 16, default 10k vs 1M) and of embed
-on --embed-small-mb vs --embed-large-mb Mb of synthetic sequence (default 1 vs 25; one record, 1 kb windows), one
+on --embed-small-mb vs --embed-large-mb Mb of synthetic sequence (default 1 vs 10; one record, 1 kb windows), one
 process, 1 thread, with a tiny random model (d_model 16, 2 layers; the pipeline's memory is what is measured, not the
 model's); inputs are generated in a temporary directory. Acceptance: large / small <= 1.2.
 
     python benchmarks/distributed_inference.py scaling [--ecoli-bases 4639675] [--window 512] [--batch-size 32]
     python benchmarks/distributed_inference.py memory [--small 10000] [--large 1000000]
-        [--embed-small-mb 1] [--embed-large-mb 25]
+        [--embed-small-mb 1] [--embed-large-mb 10]
 """
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ def main() -> int:
     parser.add_argument("--small", type=int, default=10_000, help="memory: SNVs of the small run")
     parser.add_argument("--large", type=int, default=1_000_000, help="memory: SNVs of the large run")
     parser.add_argument("--embed-small-mb", type=float, default=1, help="memory: Mb of the small embedding run")
-    parser.add_argument("--embed-large-mb", type=float, default=25, help="memory: Mb of the large embedding run")
+    parser.add_argument("--embed-large-mb", type=float, default=10, help="memory: Mb of the large embedding run")
     parser.add_argument("--work-dir", type=Path, help="keep inputs and outputs here (default: a temporary directory)")
     args = parser.parse_args()
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {args.point} on {os.cpu_count()} cores", flush=True)
