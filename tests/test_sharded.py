@@ -144,7 +144,7 @@ class LiveCount:
 
 
 def test_score_variants_holds_a_bounded_number_of_records(mlm_dir, fasta, tmp_path, monkeypatch):
-    count, n, block = LiveCount(), 6000, 100
+    count, n, block = LiveCount(), 3000, 100
 
     def many_records(vcf, label_key=None):
         for i in range(n):
