@@ -336,3 +336,14 @@ def test_sigkill_of_one_rank_then_resume_gives_the_same_file(mlm_dir, fasta, tmp
     assert cli_main(common + ["--out", str(tmp_path / "whole.tsv")]) == 0
     assert out.read_bytes() == (tmp_path / "whole.tsv").read_bytes()
     assert not parts.exists()
+
+
+def test_a_roc_plot_without_both_classes_fails_before_anything_is_written(mlm_dir, fasta, tmp_path, capsys):
+    vcf = write_vcf(tmp_path / "v.vcf", [10, 30, 50])
+    vcf.write_text(vcf.read_text().replace("LABEL=1", "LABEL=0"))
+    args = ["score-variants", "--vcf", str(vcf), "--fasta", str(fasta), "--model", str(mlm_dir), "--window", "8",
+            "--label-key", "LABEL", "--roc-png", str(tmp_path / "roc.png"), "--out", str(tmp_path / "s.tsv"),
+            "--block-size", "2"]
+    assert cli_main(args) == 1
+    assert "the ROC curve needs labelled variants of both classes (LABEL 0 and 1)" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.fa", "v.vcf"]

@@ -69,6 +69,7 @@ def run_score_variants(args: argparse.Namespace) -> int:
         embedding_distance=args.embedding_distance, circular=circular, label_key=args.label_key,
         batch_size=args.batch_size, block_size=args.block_size, device=args.device, dtype=args.dtype,
         threads=args.threads, resume=args.resume, progress=sys.stderr.isatty(), allow_missing=args.allow_missing,
+        roc_png=args.roc_png,
     )
     if run is None:  # not rank 0: rank 0 reports
         return 0
@@ -77,11 +78,6 @@ def run_score_variants(args: argparse.Namespace) -> int:
     print(f"wrote {result.scored:,} rows to {args.out}")
     print(run.ranks_line())
     if args.roc_png:
-        if result.auroc() is None:
-            raise ValueError(
-                f"--roc-png: the ROC curve needs labelled variants of both classes ({args.label_key} 0 and 1)"
-            )
-        result.plot_roc(args.roc_png)
         print(f"wrote the ROC curve to {args.roc_png}")
     return 0
 

@@ -286,21 +286,24 @@ def run_blocks(
         write_file_atomically(work / f"rank-{workers.rank}.json", json.dumps(asdict(report)).encode())
         if show:
             # The other ranks' progress while they finish (they wait at the barrier below).
-            while sum(1 for p in work.iterdir() if p.name.startswith("rank-")) < workers.world_size:
+            deadline = time.monotonic() + PROCESS_GROUP_TIMEOUT.total_seconds()
+            while (sum(1 for p in work.iterdir() if p.name.startswith("rank-")) < workers.world_size
+                   and time.monotonic() < deadline):
                 show_progress()
                 time.sleep(0.5)
         workers.barrier()
-        result = None
-        error = None
+        result, merge_error = None, None
         if workers.is_main:
             try:
                 show_progress(force=True)
                 result = _merge(task, work, out, workers.world_size, unit)
             except (ValueError, OSError) as err:
-                error = f"{type(err).__name__}: {err}"
-        error = workers.broadcast(error)
-        if error is not None:
-            raise RuntimeError(f"rank 0 could not merge the parts into {out}: {error}")
+                merge_error = err
+        failed = workers.broadcast(None if merge_error is None else f"{type(merge_error).__name__}: {merge_error}")
+        if merge_error is not None:
+            raise merge_error
+        if failed is not None:
+            raise RuntimeError(f"rank 0 could not merge the parts into {out}: {failed}")
         return result
     except Exception:
         # A failed single process without --resume leaves nothing behind (its input or settings are likely at

@@ -392,8 +392,7 @@ def _score_block(
 
 
 def _prepare(
-    fasta: Path, model: ModelSource, window: int, batch_size: int, device: str | None, dtype: str | None,
-    allow_missing: bool,
+    model: ModelSource, window: int, batch_size: int, device: str | None, dtype: str | None, allow_missing: bool
 ) -> tuple[CaduceusForMaskedLM, CaduceusTokenizer]:
     check_positive(window, "window")
     check_positive(batch_size, "batch_size")
@@ -434,7 +433,7 @@ def score_variants(
     The result holds every variant in memory: for large VCFs use `score_variants_to_file`.
     """
     vcf, fasta = Path(vcf), Path(fasta)
-    mlm, tokenizer = _prepare(fasta, model, window, batch_size, device, dtype, allow_missing)
+    mlm, tokenizer = _prepare(model, window, batch_size, device, dtype, allow_missing)
     variants: list[ScoredVariant] = []
     skipped: Counter[str] = Counter()
     records = 0
@@ -532,22 +531,28 @@ def score_variants_to_file(
     resume: bool = False,
     progress: bool = False,
     allow_missing: bool = False,
+    roc_png: PathLike | None = None,
 ) -> ShardedRun[VariantRun] | None:
     """Score like `score_variants` and write the TSV `out` (as `VariantScores.write_tsv`), streaming: the VCF is read
     `block_size` records at a time and each block's rows are written as it is done, so memory does not grow with the
     number of variants (except, with `label_key`, 2-3 floats per labelled row for the AUROC). Launched by torchrun /
     accelerate the blocks are shared among the ranks and rank 0 writes `out`; `resume` keeps the blocks an
     interrupted run finished (see `apps.sharded`). The reference is read as `Reference` does: whole into memory
-    unless indexed (PATH.fai), per rank.
+    unless indexed (PATH.fai), per rank. `roc_png` (with `label_key`): also plot the ROC curve there; without
+    labelled variants of both classes the run fails before `out` is written.
 
     Returns, on rank 0, the run (counts, summary, AUROC, per-rank counts); None on the other ranks.
     """
     vcf, fasta = check_input_file(vcf, "VCF"), check_input_file(fasta, "FASTA")
     out = check_output_file(out, None, option="out")
+    if roc_png is not None:
+        if label_key is None:
+            raise ValueError("roc_png needs label_key (the ROC curve plots labelled variants)")
+        check_output_file(roc_png, (".png",), option="roc_png")
     check_positive(block_size, "block_size")
     columns = tsv_columns(rc_average, embedding_distance, label_key)
     with process_group(device, threads) as (workers, device), Reference(fasta) as reference:
-        mlm, tokenizer = _prepare(fasta, model, window, batch_size, device, dtype, allow_missing)
+        mlm, tokenizer = _prepare(model, window, batch_size, device, dtype, allow_missing)
         settings = _Settings(vcf, reference, window, circular, label_key, rc_average, embedding_distance, batch_size)
         circular_contigs = _circular_contigs(reference, circular)
         fingerprint = {
@@ -587,11 +592,17 @@ def score_variants_to_file(
                         fh.write(("\n".join(rows) + "\n").encode())
                     if label_key is not None:
                         _collect_labels(rows, columns, labels, values, label_key, vcf)
-            run.circular_used = [c for c in circular_contigs if c in used]
-            if label_key is not None:
-                run.labels = np.frombuffer(labels, dtype=np.int8).astype(np.int64)
-                run.predictors = {name: np.frombuffer(v, dtype=np.float64) * (-1 if name == "score" else 1)
-                                  for name, v in values.items()}
+                run.circular_used = [c for c in circular_contigs if c in used]
+                if label_key is not None:
+                    run.labels = np.frombuffer(labels, dtype=np.int8).astype(np.int64)
+                    run.predictors = {name: np.frombuffer(v, dtype=np.float64) * (-1 if name == "score" else 1)
+                                      for name, v in values.items()}
+                if roc_png is not None and run.auroc() is None:
+                    # Inside the atomic write: a run that cannot plot leaves no output.
+                    raise ValueError(f"{roc_png}: the ROC curve needs labelled variants of both classes "
+                                     f"({label_key} 0 and 1)")
+            if roc_png is not None:
+                run.plot_roc(roc_png)
             return run
 
         def total() -> int | None:
