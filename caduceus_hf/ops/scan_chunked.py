@@ -118,20 +118,20 @@ def _chunk_inference(
     batch, length, d_inner = dt.shape
     d_state = B.shape[-1]
     K = length // block
-    # Step j of every block is a strided view: no copy of the inputs into a step-major layout.
-    dt_steps = dt.view(batch * K, block, 1, d_inner)
-    dtu_steps = dtu.view(batch * K, block, 1, d_inner)
-    B_steps = B.reshape(batch * K, block, d_state, 1)
-    C_steps = C.reshape(batch * K, block, 1, d_state)
+    # Step j of every block is a strided view (no copy into a step-major layout), all made by one operation each.
+    dt_steps = dt.view(batch * K, block, 1, d_inner).unbind(1)
+    dtu_steps = dtu.view(batch * K, block, 1, d_inner).unbind(1)
+    B_steps = B.reshape(batch * K, block, d_state, 1).unbind(1)
+    C_steps = C.reshape(batch * K, block, 1, d_state).unbind(1)
     order = range(block - 1, -1, -1) if reverse else range(block)
     decay = dt.new_empty(batch * K, d_state, d_inner)
 
     def step(j: int, state: torch.Tensor) -> None:
-        torch.mul(dt_steps[:, j], A2, out=decay)
-        state.mul_(decay.exp2_()).addcmul_(B_steps[:, j], dtu_steps[:, j])
+        torch.mul(dt_steps[j], A2, out=decay)
+        state.mul_(decay.exp2_()).addcmul_(B_steps[j], dtu_steps[j])
 
     # 1. Each block's own map: its end state from zero, and its total decay exp(A sum dt).
-    state = torch.mul(B_steps[:, order[0]], dtu_steps[:, order[0]])
+    state = torch.mul(B_steps[order[0]], dtu_steps[order[0]])
     for j in order[1:]:
         step(j, state)
     total = (dt.view(batch, K, block, 1, d_inner).sum(2) * A2).exp2_()
@@ -146,10 +146,12 @@ def _chunk_inference(
     state = state.view(batch * K, d_state, d_inner)
     # 3. The steps of all blocks at once, each state contracted with C as it is made, into a step-major output.
     y = dt.new_empty(block, batch * K, 1, d_inner)
+    y_steps = y.unbind(0)
     for j in order:
         step(j, state)
-        torch.bmm(C_steps[:, j], state, out=y[j])
-    return y.view(block, batch, length // block, d_inner).permute(1, 2, 0, 3).reshape(batch, length, d_inner), ends[:, -1]
+        torch.bmm(C_steps[j], state, out=y_steps[j])
+    y = y.view(block, batch, K, d_inner).permute(1, 2, 0, 3).reshape(batch, length, d_inner)
+    return y, ends[:, -1]
 
 
 def selective_scan_chunked(
