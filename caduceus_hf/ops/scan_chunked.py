@@ -191,7 +191,7 @@ def selective_scan_chunked(
         h = u.new_zeros(batch, A.shape[1], d_inner, dtype=torch.float32)
     else:
         h = initial_state.float().transpose(1, 2)
-    ys = []
+    y = u.new_empty(batch, length, d_inner)
     starts = range(0, length, chunk)
     for start in reversed(starts) if reverse else starts:
         stop = min(start + chunk, length)
@@ -223,8 +223,5 @@ def selective_scan_chunked(
             y_c = y_c.addcmul_(u_c, D_f) if inference else y_c + u_c * D_f
         if z_c is not None:
             y_c = y_c.mul_(F.silu(z_c)) if inference else y_c * F.silu(z_c)
-        ys.append(y_c.flip(1) if reverse and not inference else y_c)
-    if reverse:
-        ys.reverse()
-    y = (ys[0] if len(ys) == 1 else torch.cat(ys, dim=1) if ys else u.new_empty(batch, 0, d_inner)).to(u.dtype)
+        y[:, start:stop] = y_c.flip(1) if reverse and not inference else y_c
     return (y, h.transpose(1, 2)) if return_final_state else y
