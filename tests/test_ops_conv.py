@@ -166,8 +166,9 @@ def test_the_pytorch_path_runs_otherwise(monkeypatch, case):
     assert y.dtype == x.dtype
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("bias", [True, False])
-def test_custom_op_registration_passes_opcheck(bias):
+def test_custom_op_registration_passes_opcheck(bias, dtype):
     """The schema, fake (meta) implementation and autograd registration that torch.compile and torch.export use."""
-    _, x, weight, b = make_inputs(length=9, bias=bias)
+    _, x, weight, b = make_inputs(length=9, bias=bias, dtype=dtype)
     torch.library.opcheck(torch.ops.caduceus_hf.short_conv_silu_cpu.default, (x, weight, b, True))

@@ -287,9 +287,10 @@ def test_gradients_through_a_modified_input_are_refused():
         y.sum().backward()
 
 
-def test_custom_op_registration_passes_opcheck():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_custom_op_registration_passes_opcheck(dtype):
     """The schema, fake (meta) implementation and autograd registration that torch.compile and torch.export use."""
-    x = leaves(make_inputs(length=9))
+    x = leaves(make_inputs(length=9, dtype=dtype))
     mask = padding_mask(2, 9, "left")
     h0 = torch.randn(2, 32, 5, generator=torch.Generator().manual_seed(6)).requires_grad_()
     args = (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], mask, h0, True, True)
