@@ -75,8 +75,10 @@ def main() -> None:
 
     hf_logging.disable_progress_bar()
 
-    print(f"CPU: {precision.cpu_features().describe()}; bf16 matmuls {'native' if precision.bf16_matmul_native() else 'computed in float32'}")  # fmt: skip
-    header = f"{'fixture':8s} {'mode':9s} {'backend':9s} {'input':5s} {'tokens':>6} | {'max |dlogit|':>12} {'max |logit|':>11} | {'argmax agree':>12}"  # fmt: skip
+    matmuls = "on bf16 units" if precision.bf16_matmul_native() else "computed in float32"
+    print(f"CPU: {precision.cpu_features().describe()}; bf16 projections {matmuls}")
+    header = (f"{'fixture':8s} {'mode':9s} {'backend':9s} {'input':5s} {'tokens':>6} | {'max |dlogit|':>12} "
+              f"{'max |logit|':>11} | {'argmax agree':>12}")  # fmt: skip
     print(header)
     print("-" * len(header))
     worst = 0.0

@@ -10,15 +10,17 @@
     OMP_WAIT_POLICY=PASSIVE python benchmarks/cpu_forward.py   # on a machine shared with other jobs (see below)
 
 Shape: d_model 256, 16 layers, d_state 16, expand 2, vocab 16, random weights, fp32, batch 1, `--threads` intra-op
-threads (2 by default). Points named *-bf16 run the model converted with .to(torch.bfloat16) (projections in bf16 on
-CPUs with bf16 matrix units, else in float32: `caduceus_hf.ops.precision`; scans and norms in float32); the header
-names the CPU and its units. "ph-8k-pair" times the fp32 and the bf16 model in ONE process, alternating run by run,
-and reports the ratio of their medians: the least noisy bf16 / fp32 number on a shared machine. The train-* points
-are fine-tuning steps (forward + backward of a loss on the last hidden state, no optimizer) at batch 32 x 512 tokens,
-for the 16-layer shape and the published d_model 256 / 4-layer shape; their baseline is ONE MambaModel layer of the
-same width at the same batch and length (fp32, and bf16 where its no-kernel path runs), scaled by the layer count. Caduceus runs both directions (BiMamba, in_proj and out_proj tied); the baseline is
+threads (2 by default). Caduceus runs both directions (BiMamba, in_proj and out_proj tied); the baseline is
 transformers.MambaModel(MambaConfig(hidden_size=256, num_hidden_layers=16, state_size=16, expand=2, vocab_size=16))
 in ONE direction, on the path it takes without mamba-ssm (a Python loop over time steps).
+
+Points named *-bf16 run the model converted with .to(torch.bfloat16) (projections in bf16 on CPUs with bf16 matrix
+units, else in float32: `caduceus_hf.ops.precision`; scans and norms in float32); the header names the CPU and its
+units. "ph-8k-pair" times the fp32 and the bf16 model in ONE process, alternating run by run, and reports the ratio of
+their medians: the least noisy bf16 / fp32 number on a shared machine. The train-* points are fine-tuning steps
+(forward + backward of a loss on the last hidden state, no optimizer) at batch 32 x 512 tokens, for the 16-layer shape
+and the published d_model 256 / 4-layer shape; their baseline is ONE MambaModel layer of the same width at the same
+batch and length (fp32, and bf16 where its no-kernel path runs), scaled by the layer count.
 
 Every point runs in its own subprocess, so peak RSS (ru_maxrss: the whole process, imports and model included) and
 allocator state do not leak between points. A point builds its model, warms up on a short input (numba kernels load
@@ -102,13 +104,15 @@ def build(model: str, layers: int = SHAPE["n_layer"], dtype: str = "fp32"):
         from transformers import MambaConfig, MambaModel
 
         config = MambaConfig(hidden_size=SHAPE["d_model"], num_hidden_layers=1 if model == "mamba1" else layers,
-                             state_size=SHAPE["d_state"], expand=SHAPE["expand"], vocab_size=SHAPE["vocab"])  # fmt: skip
+                             state_size=SHAPE["d_state"], expand=SHAPE["expand"],
+                             vocab_size=SHAPE["vocab"])  # fmt: skip
         built = MambaModel(config).eval()
     else:
         from caduceus_hf import Caduceus, CaduceusConfig
 
-        config = CaduceusConfig(d_model=SHAPE["d_model"], n_layer=layers, vocab_size=SHAPE["vocab"],
-                                ssm_cfg={"d_state": SHAPE["d_state"], "expand": SHAPE["expand"]}, rcps=model == "ps")  # fmt: skip
+        ssm_cfg = {"d_state": SHAPE["d_state"], "expand": SHAPE["expand"]}
+        config = CaduceusConfig(d_model=SHAPE["d_model"], n_layer=layers, vocab_size=SHAPE["vocab"], ssm_cfg=ssm_cfg,
+                                rcps=model == "ps")  # fmt: skip
         built = Caduceus(config).eval()
     return built.to(torch.bfloat16) if dtype == "bf16" else built
 
@@ -248,7 +252,8 @@ def report_training(results: dict) -> None:
 
     print()
     header = (f"{'fwd+bwd, 32 x 512, Ph':22s} {'ours tok/s':>10} {'tok/cpu-s':>9} | {'Mamba tok/s':>11} "
-              f"{'tok/cpu-s':>9} | {'ratio':>6} {'cpu ratio':>9} | {'peak RSS ours':>13} {'Mamba 1 layer':>13}")  # fmt: skip
+              f"{'tok/cpu-s':>9} | {'ratio':>6} {'cpu ratio':>9} | {'peak RSS ours':>13} "
+              f"{'Mamba 1 layer':>13}")  # fmt: skip
     print(header)
     print("-" * len(header))
     for label, ours_name, base_name, layers in rows:
@@ -301,8 +306,8 @@ def main() -> None:
     print(f"Caduceus-131k shape, fp32 unless named bf16, batch 1 unless named train-, {args.threads} threads, "
           f"{os.cpu_count()} CPUs, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; medians of "
           f"{args.repeats} runs ({args.long_repeats} at 131k)")  # fmt: skip
-    print(f"CPU: {precision.cpu_features().describe()}; bf16 projections "
-          f"{'on those units' if precision.bf16_matmul_native() else 'computed in float32 (no bf16 units)'}")  # fmt: skip
+    matmuls = "on those units" if precision.bf16_matmul_native() else "computed in float32 (no bf16 units)"
+    print(f"CPU: {precision.cpu_features().describe()}; bf16 projections {matmuls}")
     results = {}
     for name in args.points:
         repeats = args.long_repeats if POINTS[name][2] == L131 else args.repeats

@@ -31,7 +31,8 @@ def test_cpu_features_name_the_flags_of_proc_cpuinfo():
     features = precision.cpu_features()
     try:
         with open("/proc/cpuinfo") as info:
-            flags = {f for line in info if line.lower().startswith(("flags", "features")) for f in line.split(":")[1].split()}
+            lines = [line for line in info if line.lower().startswith(("flags", "features"))]
+        flags = {flag for line in lines for flag in line.split(":")[1].split()}
     except OSError:
         pytest.skip("no /proc/cpuinfo")
     assert set(features.flags) == flags & set(precision.REPORTED_FLAGS)

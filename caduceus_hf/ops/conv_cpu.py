@@ -2,7 +2,8 @@
 
 Same contract as the PyTorch path of `caduceus_hf.ops.conv.short_conv_silu`: (batch, length, channels) in, a
 (channels, 1, k) kernel, causal (output t sees inputs t-k+1..t) or anti-causal (reverse=True: inputs t..t+k-1 with
-the kernel reversed), zeros outside the sequence, float32 arithmetic, output in x's dtype.
+the kernel reversed), zeros outside the sequence, float32 arithmetic, output in x's dtype. A bfloat16 x is read in
+place and the output (and x's gradient) written in bf16, rounded once, as in scan_cpu.py.
 
 Why not F.conv1d: it wants (batch, channels, length), so the channels-last x (a channel slice of in_proj's output)
 needs a padded, transposed copy, and oneDNN's depthwise kernel then takes about 30 ms for 8192 x 512 on this kind of
