@@ -656,7 +656,7 @@ def test_bfloat16_logits_follow_float32_on_the_fixtures(name, backend):
         assert agree.float().mean() >= BF16_ARGMAX_AGREEMENT
 
 
-@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("backend", ["cpu", "reference", "chunked"])
 @pytest.mark.parametrize("name", ["mlm_ph", "mlm_ps"])
 def test_bfloat16_gradients_follow_float32(name, backend):
     """Training in bf16: every parameter's gradient of the MLM loss within the documented relative bound."""
