@@ -111,21 +111,28 @@ class RCPSWrapper(nn.Module):
 
     @torch.no_grad()
     def forward_chunked(
-        self, rows_fwd: Rows, rows_rc: Rows, out: torch.Tensor, mask: torch.Tensor | None = None
-    ) -> None:
-        """forward in time chunks (`BiMamba.forward_chunked`) into out (batch, length, 2d): rows_fwd and rows_rc give
-        the input's two strands (batch, n, d) as they lie in the hidden state, one strand at a time."""
-        d = out.shape[-1] // 2
+        self, rows_fwd: Rows, rows_rc: Rows, residual: torch.Tensor, target: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> None:  # fmt: skip
+        """target = residual + forward, in time chunks (`BiMamba.forward_chunked`): rows_fwd and rows_rc give the
+        mixer's input strands (batch, n, d) as they lie in the hidden state, one strand at a time; target may be
+        residual itself (batch, length, 2d), which is then updated in place."""
+        d = residual.shape[-1] // 2
 
-        def write_fwd(start: int, stop: int, y: torch.Tensor) -> None:
-            out[:, start:stop, :d] = y
+        def writer(half: slice, flip: bool):
+            def write(start: int, stop: int, y: torch.Tensor) -> None:
+                y = y.flip(-1) if flip else y
+                if target is residual:
+                    target[:, start:stop, half] += y
+                else:
+                    torch.add(residual[:, start:stop, half], y, out=target[:, start:stop, half])
 
-        def write_rc(start: int, stop: int, y: torch.Tensor) -> None:
-            out[:, start:stop, d:] = y.flip(-1)
+            return write
 
-        length = out.shape[1]
-        self.submodule.forward_chunked(rows_fwd, length, write_fwd, mask)
-        self.submodule.forward_chunked(lambda a, b: rows_rc(a, b).flip(-1), length, write_rc, mask, True)
+        length = residual.shape[1]
+        self.submodule.forward_chunked(rows_fwd, length, writer(slice(0, d), False), mask)
+        self.submodule.forward_chunked(lambda a, b: rows_rc(a, b).flip(-1), length, writer(slice(d, 2 * d), True),
+                                       mask, True)  # fmt: skip
 
 
 class RCPSLMHead(nn.Module):
