@@ -103,11 +103,16 @@ class RCPSWrapper(nn.Module):
         self.submodule = submodule
 
     def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(batch, length, 2d) -> (batch, length, 2d)."""
+        """(batch, length, 2d) -> (batch, length, 2d).
+
+        Both strands run as one batch of 2 * batch rows: the reverse-complement strand as RC(h) (flipped along length
+        and channels), through the mixer's directions as they are, and its output flipped back. So each projection
+        and each scan direction is one call for both strands."""
+        batch = hidden_states.shape[0]
         fwd, rc = split_strands(hidden_states)
-        out_fwd = self.submodule(fwd, mask)
-        out_rc = self.submodule(rc.flip(-1), mask, swap_directions=True).flip(-1)
-        return torch.cat([out_fwd, out_rc], dim=-1)
+        both_mask = None if mask is None else torch.cat([mask, mask.flip(1)])
+        out = self.submodule(torch.cat([fwd, rc.flip(1, 2)]), both_mask)
+        return torch.cat([out[:batch], out[batch:].flip(1, 2)], dim=-1)
 
     @torch.no_grad()
     def forward_chunked(
