@@ -6,7 +6,8 @@ convolution, which is what the original computes as flip(mamba(flip(x))), withou
 Which implementation runs each op (reference, numba CPU kernels, mamba-ssm CUDA kernels, whole fused mixers) is decided
 in `caduceus_hf.backends`, from the `scan_backend` name each module holds (set by `set_scan_backend` on the model).
 Long sequences without autograd run in time chunks (`BiMamba.forward_chunked`), so that memory grows with
-length x d_model rather than with the mixer's many length x d_inner intermediates; `backends.chunked` decides when.
+length x (d_model + 2 d_inner) rather than with the mixer's many length x d_inner intermediates, and each chunk's
+intermediates stay in cache; `backends.chunked` decides when.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ _buffers: contextvars.ContextVar[dict | None] = contextvars.ContextVar("caduceus
 
 @contextlib.contextmanager
 def reused_buffers() -> Iterator[None]:
-    """Within it, forward_chunked takes its (batch, length, d_inner) buffer from the layer before rather than
-    allocating it: at 131k steps, faulting in fresh pages for it costs about 4 % of a layer. Released on exit.
+    """Within it, forward_chunked takes its two (batch, length, d_inner) buffers from the layer before rather than
+    allocating them: at 131k steps, faulting in fresh pages for one costs about 4 % of a layer. Released on exit.
     Nothing to do in traced graphs, which never take the chunked path (`backends.chunked`)."""
     if torch.compiler.is_compiling():
         yield
