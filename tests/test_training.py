@@ -565,6 +565,14 @@ def test_token_classification_learns_a_planted_motif(tmp_path):
     assert result.metrics["eval_f1"] > 0.9 and result.metrics["eval_accuracy"] > 0.95, result.metrics
 
 
+def test_pooling_is_refused_for_a_token_task(tmp_path):
+    table = write_table(tmp_path / "tok.csv", [("ACGT", "0110"), ("GGCC", "1001")])
+    args = training_args(tmp_path / "out", max_steps=1)
+    with pytest.raises(ValueError, match=r"pooling_strategy \(--pooling\) applies to sequence tasks"):
+        finetune(table, tiny_config(), args, FinetuneDataOptions(task="token"), pooling_strategy="mean")
+    assert not (tmp_path / "out").exists(), "refused before any training or writing"
+
+
 # --- ecosystem -------------------------------------------------------------------------------------------------------
 
 

@@ -139,9 +139,12 @@ def finetune(
     with the final metrics are saved in `training_args.output_dir`.
     """
     data = data or FinetuneDataOptions()
-    train_set, eval_set, eval_source = load_splits(train_file, data)
     if pooling_strategy is not None and pooling_strategy not in POOLING_STRATEGIES:
         raise ValueError(f"pooling_strategy must be one of {POOLING_STRATEGIES}, got {pooling_strategy!r}")
+    if pooling_strategy is not None and data.task == "token":
+        raise ValueError("pooling_strategy (--pooling) applies to sequence tasks; a token task labels every base "
+                         "and pools nothing")
+    train_set, eval_set, eval_source = load_splits(train_file, data)
     if isinstance(model, CaduceusPreTrainedModel):
         classifier = build_model(data.task, model)
         if classifier.config.num_labels != train_set.num_labels:
@@ -185,7 +188,6 @@ def finetune(
     trainer.save_model(str(output_dir))
     if trainer.is_world_process_zero():
         normalise_permissions(output_dir)
-    if trainer.is_world_process_zero():
         card = finetuning_card(
             config=classifier.config,
             architecture=type(classifier).__name__,
