@@ -4,6 +4,9 @@
                                                            # --baseline-timeout for the baseline's 8k fwd+bwd)
     python benchmarks/cpu_forward.py --points ph-8k mamba-8k --repeats 5
     python benchmarks/cpu_forward.py --points --first-call   # only the first-call (numba compile) cost
+    python benchmarks/cpu_forward.py --points ph-8k-pair ph-8k ph-8k-bf16 --repeats 5     # bf16 / fp32 at 8k
+    python benchmarks/cpu_forward.py --points train-ph16-fp32 train-ph16-bf16 train-ph4-fp32 train-ph4-bf16 \
+        train-mamba1-fp32 train-mamba1-bf16                 # training throughput, batch 32 x 512
     OMP_WAIT_POLICY=PASSIVE python benchmarks/cpu_forward.py   # on a machine shared with other jobs (see below)
     python benchmarks/cpu_forward.py --long-sequences --baseline-python /work/wt/base/.venv/bin/python
                                                            # Ph and PS at 8k and 131k, here and in another tree
@@ -17,6 +20,14 @@ Shape: d_model 256, 16 layers, d_state 16, expand 2, vocab 16, random weights, f
 threads (2 by default). Caduceus runs both directions (BiMamba, in_proj and out_proj tied); the baseline is
 transformers.MambaModel(MambaConfig(hidden_size=256, num_hidden_layers=16, state_size=16, expand=2, vocab_size=16))
 in ONE direction, on the path it takes without mamba-ssm (a Python loop over time steps).
+
+Points named *-bf16 run the model converted with .to(torch.bfloat16) (projections in bf16 on CPUs with bf16 matrix
+units, else in float32: `caduceus_hf.ops.precision`; scans and norms in float32); the header names the CPU and its
+units. "ph-8k-pair" times the fp32 and the bf16 model in ONE process, alternating run by run, and reports the ratio of
+their medians: the least noisy bf16 / fp32 number on a shared machine. The train-* points are fine-tuning steps
+(forward + backward of a loss on the last hidden state, no optimizer) at batch 32 x 512 tokens, for the 16-layer shape
+and the published d_model 256 / 4-layer shape; their baseline is ONE MambaModel layer of the same width at the same
+batch and length (fp32, and bf16 where its no-kernel path runs), scaled by the layer count.
 
 Every point runs in its own subprocess, so peak RSS (ru_maxrss: the whole process, imports and model included) and
 allocator state do not leak between points. A point builds its model, warms up on a short input (numba kernels load
@@ -57,8 +68,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = dict(d_model=256, n_layer=16, d_state=16, expand=2, vocab=16)
 K, L8, L131 = 1024, 8192, 131072
+TRAIN_BATCH, TRAIN_LENGTH = 32, 512
 
-# name -> (model, mode, length)
+# name -> (model, mode, length); what differs from fp32, batch 1, 16 layers is in OPTIONS
 POINTS = {
     "ph-1k": ("ph", "fwd", K),
     "mamba-1k": ("mamba", "fwd", K),
@@ -71,55 +83,60 @@ POINTS = {
     "mamba1-fwdbwd-256": ("mamba1", "fwdbwd", 256),
     "mamba1-fwdbwd-512": ("mamba1", "fwdbwd", 512),
     "mamba1-fwdbwd-8k": ("mamba1", "fwdbwd", L8),
+    "ph-8k-bf16": ("ph", "fwd", L8),
+    "ph-8k-pair": ("ph", "pair", L8),
+    "train-ph16-fp32": ("ph", "fwdbwd", TRAIN_LENGTH),
+    "train-ph16-bf16": ("ph", "fwdbwd", TRAIN_LENGTH),
+    "train-ph4-fp32": ("ph", "fwdbwd", TRAIN_LENGTH),
+    "train-ph4-bf16": ("ph", "fwdbwd", TRAIN_LENGTH),
+    "train-mamba1-fp32": ("mamba1", "fwdbwd", TRAIN_LENGTH),
+    "train-mamba1-bf16": ("mamba1", "fwdbwd", TRAIN_LENGTH),
+}
+_TRAIN = dict(batch=TRAIN_BATCH)
+OPTIONS = {
+    "ph-8k-bf16": dict(dtype="bf16"),
+    "train-ph16-fp32": _TRAIN,
+    "train-ph16-bf16": dict(_TRAIN, dtype="bf16"),
+    "train-ph4-fp32": dict(_TRAIN, layers=4),
+    "train-ph4-bf16": dict(_TRAIN, layers=4, dtype="bf16"),
+    "train-mamba1-fp32": _TRAIN,
+    "train-mamba1-bf16": dict(_TRAIN, dtype="bf16"),
 }
 
 
 LONG_POINTS = ["ph-8k", "ph-131k", "ps-8k", "ps-131k"]
 
 
-def cpu_description() -> str:
-    """The CPU model and its matrix units, as the header names them."""
-    import torch
-
-    model, flags = "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model == "unknown CPU":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    units = [f for f in ("avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8") if f in flags]
-    return (f"{model}; matrix/vector units: {', '.join(units) or 'none of avx512f/avx512_bf16/amx'}; "
-            f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}")  # fmt: skip
-
-
-def build(model: str):
+def build(model: str, layers: int = SHAPE["n_layer"], dtype: str = "fp32"):
     import torch
 
     torch.manual_seed(0)
     if model.startswith("mamba"):
         from transformers import MambaConfig, MambaModel
 
-        layers = 1 if model == "mamba1" else SHAPE["n_layer"]
-        config = MambaConfig(hidden_size=SHAPE["d_model"], num_hidden_layers=layers, state_size=SHAPE["d_state"],
-                             expand=SHAPE["expand"], vocab_size=SHAPE["vocab"])  # fmt: skip
-        return MambaModel(config).eval()
-    from caduceus_hf import Caduceus, CaduceusConfig
+        config = MambaConfig(hidden_size=SHAPE["d_model"], num_hidden_layers=1 if model == "mamba1" else layers,
+                             state_size=SHAPE["d_state"], expand=SHAPE["expand"],
+                             vocab_size=SHAPE["vocab"])  # fmt: skip
+        built = MambaModel(config).eval()
+    else:
+        from caduceus_hf import Caduceus, CaduceusConfig
 
-    config = CaduceusConfig(d_model=SHAPE["d_model"], n_layer=SHAPE["n_layer"], vocab_size=SHAPE["vocab"],
-                            ssm_cfg={"d_state": SHAPE["d_state"], "expand": SHAPE["expand"]}, rcps=model == "ps")  # fmt: skip
-    return Caduceus(config).eval()
+        ssm_cfg = {"d_state": SHAPE["d_state"], "expand": SHAPE["expand"]}
+        config = CaduceusConfig(d_model=SHAPE["d_model"], n_layer=layers, vocab_size=SHAPE["vocab"], ssm_cfg=ssm_cfg,
+                                rcps=model == "ps")  # fmt: skip
+        built = Caduceus(config).eval()
+    return built.to(torch.bfloat16) if dtype == "bf16" else built
 
 
-def run_point(model_name: str, mode: str, length: int, repeats: int, threads: int) -> dict:
+def run_point(model_name: str, mode: str, length: int, repeats: int, threads: int, batch: int = 1,
+              layers: int = SHAPE["n_layer"], dtype: str = "fp32") -> dict:  # fmt: skip
     import torch
 
     torch.set_num_threads(threads)
-    model = build(model_name)
-    ids = torch.randint(7, 11, (1, length), generator=torch.Generator().manual_seed(1))  # A, C, G, T
+    ids = torch.randint(7, 11, (batch, length), generator=torch.Generator().manual_seed(1))
+    if mode == "pair":
+        return run_pair(model_name, ids, repeats, layers)
+    model = build(model_name, layers, dtype)
 
     def step(x: torch.Tensor) -> None:
         if mode == "fwd":
@@ -127,9 +144,9 @@ def run_point(model_name: str, mode: str, length: int, repeats: int, threads: in
                 model(x)
         else:
             model.zero_grad(set_to_none=True)
-            model(x).last_hidden_state.square().mean().backward()
+            model(x).last_hidden_state.float().square().mean().backward()
 
-    step(ids[:, : min(length, 512)])
+    step(ids[:2, : min(length, 512)])
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     wall, cpu = [], []
     for _ in range(repeats):
@@ -147,6 +164,34 @@ def run_point(model_name: str, mode: str, length: int, repeats: int, threads: in
         rss_before_mb=rss_before,
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     )
+
+
+def run_pair(model_name: str, ids, repeats: int, layers: int) -> dict:
+    """The fp32 model and its bf16 copy in one process, forwards alternating run by run: the medians of each and
+    their ratios (wall and CPU time), so that both see the same machine load."""
+    import copy
+
+    import torch
+
+    fp32 = build(model_name, layers)
+    models = {"fp32": fp32, "bf16": copy.deepcopy(fp32).to(torch.bfloat16)}
+    times = {name: ([], []) for name in models}
+    with torch.inference_mode():
+        for model in models.values():
+            model(ids[:, :512])
+        for _ in range(repeats):
+            for name, model in models.items():
+                start, start_cpu = time.perf_counter(), time.process_time()
+                model(ids)
+                times[name][0].append(time.perf_counter() - start)
+                times[name][1].append(time.process_time() - start_cpu)
+    wall = {name: statistics.median(t[0]) for name, t in times.items()}
+    cpu = {name: statistics.median(t[1]) for name, t in times.items()}
+    return dict(
+        wall_s=wall["bf16"], cpu_s=cpu["bf16"], fp32_wall_s=wall["fp32"], fp32_cpu_s=cpu["fp32"],
+        ratio=wall["fp32"] / wall["bf16"], cpu_ratio=cpu["fp32"] / cpu["bf16"], runs=repeats,
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    )  # fmt: skip
 
 
 def run_first_call(threads: int) -> dict:
@@ -196,6 +241,51 @@ def subprocess_point(name: str, repeats: int, threads: int, timeout: float | Non
     return result
 
 
+def report_bf16(results: dict) -> None:
+    """bf16 / fp32 at 8k: from the alternating pair (one process), and from the separate ph-8k and ph-8k-bf16."""
+    pair, fp32, bf16 = (results.get(n) for n in ("ph-8k-pair", "ph-8k", "ph-8k-bf16"))
+    if pair:
+        print(f"bf16 / fp32 speed at 8k, one process alternating ({pair['runs']} runs each): "
+              f"{pair['ratio']:.2f}x wall ({pair['fp32_wall_s']:.2f} s -> {pair['wall_s']:.2f} s), "
+              f"{pair['cpu_ratio']:.2f}x CPU time ({pair['fp32_cpu_s']:.2f} -> {pair['cpu_s']:.2f} s)")  # fmt: skip
+    if fp32 and bf16:
+        print(f"bf16 / fp32 speed at 8k, separate processes: {fp32['wall_s'] / bf16['wall_s']:.2f}x wall, "
+              f"{fp32['cpu_s'] / bf16['cpu_s']:.2f}x CPU time; peak RSS {fp32['peak_rss_mb']:,.0f} -> "
+              f"{bf16['peak_rss_mb']:,.0f} MB")  # fmt: skip
+
+
+def report_training(results: dict) -> None:
+    """Fine-tuning throughput at batch 32 x 512: ours against one MambaModel layer scaled to the same depth."""
+    rows = [(f"{layers} layers, {dtype}", f"train-ph{layers}-{dtype}", f"train-mamba1-{dtype}", layers)
+            for layers in (16, 4) for dtype in ("fp32", "bf16")]  # fmt: skip
+    if not any(results.get(row[1]) or results.get(row[2]) for row in rows):
+        return
+    tokens = TRAIN_BATCH * TRAIN_LENGTH
+
+    def rate(r: dict | None, key: str) -> str:
+        return f"{tokens / r[key]:,.0f}" if r else "-"
+
+    def rss(r: dict | None) -> str:
+        return f"{r['peak_rss_mb']:,.0f} MB" if r else "-"
+
+    print()
+    header = (f"{'fwd+bwd, 32 x 512, Ph':22s} {'ours tok/s':>10} {'tok/cpu-s':>9} | {'Mamba tok/s':>11} "
+              f"{'tok/cpu-s':>9} | {'ratio':>6} {'cpu ratio':>9} | {'peak RSS ours':>13} "
+              f"{'Mamba 1 layer':>13}")  # fmt: skip
+    print(header)
+    print("-" * len(header))
+    for label, ours_name, base_name, layers in rows:
+        ours, one = results.get(ours_name), results.get(base_name)
+        one = one if one and one["wall_s"] is not None else None
+        # One layer measured; the model's layers all cost the same.
+        base = dict(one, wall_s=one["wall_s"] * layers, cpu_s=one["cpu_s"] * layers) if one else None
+        print(f"{label:22s} {rate(ours, 'wall_s'):>10} {rate(ours, 'cpu_s'):>9} | {rate(base, 'wall_s'):>11} "
+              f"{rate(base, 'cpu_s'):>9} | {fmt_ratio(ours, base):>6} {fmt_ratio(ours, base, 'cpu_s'):>9} | "
+              f"{rss(ours):>13} {rss(one):>13}")  # fmt: skip
+    print("Mamba: transformers' MambaModel, same width, one direction, no-kernel path; ONE layer measured at the same "
+          "batch and length, times the layer count.")  # fmt: skip
+
+
 def fmt_rate(r: dict | None, key: str = "wall_s") -> str:
     return f"{r['length'] / r[key]:,.0f}" if r else "-"
 
@@ -211,8 +301,8 @@ def main() -> None:
     parser.add_argument("--long-repeats", type=int, default=1, help="timed runs per point at 131k")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--baseline-timeout", type=float, default=1800,
-                        help="seconds after which the one-layer baseline forward+backward at 8k is stopped and "
-                             "reported as a lower bound (default 1800)")
+                        help="seconds after which the one-layer baseline forward+backward at 8k (and each train-mamba1 "
+                             "point) is stopped and reported as a lower bound (default 1800)")
     parser.add_argument("--first-call", action="store_true",
                         help="also measure the first call's cost (numba compiling into an empty cache, then loading)")
     parser.add_argument("--long-sequences", action="store_true",
@@ -232,20 +322,25 @@ def main() -> None:
         return
     if args._point:
         model, mode, length = POINTS[args._point]
-        print(json.dumps(run_point(model, mode, length, args.repeats, args.threads)))
+        result = run_point(model, mode, length, args.repeats, args.threads, **OPTIONS.get(args._point, {}))
+        print(json.dumps(result))
         return
 
     if args.long_sequences or args.baseline_python:
         long_sequences(args)
         return
 
-    print(f"Caduceus-131k shape, fp32, batch 1, {args.threads} threads, {os.cpu_count()} CPUs, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; medians of {args.repeats} runs "
-          f"({args.long_repeats} at 131k)")  # fmt: skip
+    from caduceus_hf.ops import precision
+
+    print(f"Caduceus-131k shape, fp32 unless named bf16, batch 1 unless named train-, {args.threads} threads, "
+          f"{os.cpu_count()} CPUs, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; medians of "
+          f"{args.repeats} runs ({args.long_repeats} at 131k)")  # fmt: skip
+    matmuls = "on those units" if precision.bf16_matmul_native() else "computed in float32 (no bf16 units)"
+    print(f"CPU: {precision.cpu_features().describe()}; bf16 projections {matmuls}")
     results = {}
     for name in args.points:
         repeats = args.long_repeats if POINTS[name][2] == L131 else args.repeats
-        timeout = args.baseline_timeout if name == "mamba1-fwdbwd-8k" else None
+        timeout = args.baseline_timeout if name == "mamba1-fwdbwd-8k" or name.startswith("train-mamba") else None
         results[name] = r = subprocess_point(name, repeats, args.threads, timeout)
         if r["wall_s"] is None:
             print(f"  {name:18s} stopped after {timeout:.0f} s (not finished)", flush=True)
@@ -262,6 +357,7 @@ def main() -> None:
     rows = [
         ("forward 1k, Ph", "ph-1k", "mamba-1k"),
         ("forward 8k, Ph", "ph-8k", "mamba-8k"),
+        ("forward 8k, Ph bf16", "ph-8k-bf16", "mamba-8k"),
         ("forward 131k, Ph", "ph-131k", None),
         ("forward 8k, PS", "ps-8k", None),
         ("forward 131k, PS", "ps-131k", None),
@@ -277,6 +373,8 @@ def main() -> None:
               f"{fmt_rate(base, 'cpu_s'):>9} | {fmt_ratio(ours, base):>6} {fmt_ratio(ours, base, 'cpu_s'):>9} | "
               f"{rss:>13} {base_rss:>8} | {ours['runs'] if ours else base['runs']}")  # fmt: skip
     print("baseline at 131k: not run (two 4.3 GB (length x d_inner x d_state) tensors per layer; minutes).")
+    report_bf16(results)
+    report_training(results)
 
     short, long = get("mamba1-fwdbwd-256"), get("mamba1-fwdbwd-512")
     ours = get("ph-fwdbwd-8k")
@@ -320,7 +418,9 @@ def long_sequences(args: argparse.Namespace) -> None:
 
     names = [n for n in LONG_POINTS if n in args.points] if args.points != list(POINTS) else LONG_POINTS
     torch.set_num_threads(args.threads)
-    print(f"CPU: {cpu_description()}")
+    from caduceus_hf.ops import precision
+
+    print(f"CPU: {precision.cpu_features().describe()}")
     print(f"Caduceus-131k shape, fp32, batch 1, forward under inference_mode, {args.threads} threads, "
           f"{os.cpu_count()} CPUs, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; medians of "
           f"{args.repeats} runs at 8k, {args.long_repeats} at 131k; each point its own process"

@@ -23,6 +23,7 @@ from torch import nn
 from . import backends
 from .backends import MixerBackend
 from .configuration_caduceus import CaduceusConfig
+from .ops import precision
 
 Rows = Callable[[int, int], torch.Tensor]
 """rows(start, stop) -> the mixer input (batch, stop - start, d_model) at those time steps, computed on demand."""
@@ -63,7 +64,7 @@ def _buffer(like: torch.Tensor, name: str, *shape: int) -> torch.Tensor:
 def _linear_rows(linear: nn.Linear, x: torch.Tensor, rows: slice) -> torch.Tensor:
     """linear(x) restricted to the output features `rows` (a contiguous slice of the weight: no copy)."""
     bias = None if linear.bias is None else linear.bias[rows]
-    return F.linear(x, linear.weight[rows], bias)
+    return precision.linear(x, linear.weight[rows], bias)
 
 
 class Mamba(nn.Module):
@@ -76,7 +77,7 @@ class Mamba(nn.Module):
         self.d_inner = config.d_inner
         self.d_state = cfg["d_state"]
         self.dt_rank = config.dt_rank
-        self.in_proj = nn.Linear(self.d_model, 2 * self.d_inner, bias=cfg["bias"])
+        self.in_proj = precision.Linear(self.d_model, 2 * self.d_inner, bias=cfg["bias"])
         self.conv1d = nn.Conv1d(
             self.d_inner,
             self.d_inner,
@@ -85,11 +86,11 @@ class Mamba(nn.Module):
             padding=cfg["d_conv"] - 1,
             bias=cfg["conv_bias"],
         )
-        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * self.d_state, bias=False)
-        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
+        self.x_proj = precision.Linear(self.d_inner, self.dt_rank + 2 * self.d_state, bias=False)
+        self.dt_proj = precision.Linear(self.dt_rank, self.d_inner, bias=True)
         self.A_log = nn.Parameter(torch.empty(self.d_inner, self.d_state))
         self.D = nn.Parameter(torch.empty(self.d_inner))
-        self.out_proj = nn.Linear(self.d_inner, self.d_model, bias=cfg["bias"])
+        self.out_proj = precision.Linear(self.d_inner, self.d_model, bias=cfg["bias"])
         self.scan_backend = "auto"
 
     def ssm(
@@ -122,7 +123,7 @@ class Mamba(nn.Module):
             mask = None if mask is None else mask[:, lead : lead + length]
         # 2. Input-dependent step size and projections.
         dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = F.linear(dt, self.dt_proj.weight)
+        delta = precision.linear(dt, self.dt_proj.weight)
         # 3. Scan; the state and A stay float32 whatever the activations' dtype.
         A = -torch.exp(self.A_log.float())
         return backend.scan(

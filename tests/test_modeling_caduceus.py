@@ -622,6 +622,56 @@ def test_bfloat16_on_cpu():
     assert torch.isfinite(loss)
 
 
+# A model loaded in bfloat16 against the same weights in float32, in units of bf16's rounding u = 2^-8 (half its
+# relative spacing). benchmarks/bf16_accuracy.py measured, on every MLM fixture, input and backend: max |logit
+# difference| <= 3.0 u x max |logit|, top token agreement >= 97.3 %, gradient relative error <= 0.018 (4.6 u) per
+# parameter (benchmarks/README.md, "bf16"). The bounds leave about 2.5x of that.
+BF16_U = 2.0**-8
+BF16_LOGIT_BOUND = 8 * BF16_U
+BF16_GRAD_BOUND = 12 * BF16_U
+BF16_ARGMAX_AGREEMENT = 0.95
+
+
+def load_in(name, dtype, backend):
+    return AutoModelForMaskedLM.from_pretrained(FIXTURES / name, scan_backend=backend, dtype=dtype).eval()
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference", "chunked"])
+@pytest.mark.parametrize("name", ["mlm_ph", "mlm_ps"])
+def test_bfloat16_logits_follow_float32_on_the_fixtures(name, backend):
+    """bf16 projections with float32 scans and norms: logits within the documented bound of float32's, and the same
+    top token wherever float32's margin between its two best tokens exceeds twice that bound."""
+    inputs = load_file(FIXTURES / name / "inputs.safetensors")
+    fp32, bf16 = load_in(name, torch.float32, backend), load_in(name, torch.bfloat16, backend)
+    assert bf16.caduceus.backbone.layers[0].norm.weight.dtype == torch.bfloat16
+    for key in ("input_ids_a", "input_ids_b"):
+        with torch.no_grad():
+            ref, got = fp32(inputs[key]).logits, bf16(inputs[key]).logits
+        bound = BF16_LOGIT_BOUND * ref.abs().max()
+        assert (got - ref).abs().max() <= bound
+        top2 = ref.topk(2, dim=-1).values
+        clear = top2[..., 0] - top2[..., 1] > 2 * bound
+        agree = got.argmax(-1) == ref.argmax(-1)
+        assert agree[clear].all()
+        assert agree.float().mean() >= BF16_ARGMAX_AGREEMENT
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference", "chunked"])
+@pytest.mark.parametrize("name", ["mlm_ph", "mlm_ps"])
+def test_bfloat16_gradients_follow_float32(name, backend):
+    """Training in bf16: every parameter's gradient of the MLM loss within the documented relative bound."""
+    ids = load_file(FIXTURES / name / "inputs.safetensors")["input_ids_a"]
+    grads = []
+    for dtype in (torch.float32, torch.bfloat16):
+        model = load_in(name, dtype, backend).train()
+        model(ids, labels=ids).loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    ref, got = grads
+    for n, g in ref.items():
+        assert got[n].dtype == torch.bfloat16, n
+        assert (got[n].float() - g).norm() <= BF16_GRAD_BOUND * g.norm(), n
+
+
 # --- bad input ------------------------------------------------------------------------------------------------------
 
 

@@ -134,6 +134,42 @@ def test_bfloat16_inputs_follow_the_reference_on_the_same_inputs():
         close(a.float(), b.float(), rtol=2e-2, atol=2e-2)
 
 
+
+def rounded_once(actual, exact):
+    """actual (bf16) is exact (float32) rounded once to bfloat16: within half a bf16 spacing, 2^-8 relative (plus a
+    floor for the float32 kernels' own last-bit differences, such as the bf16 scan's shorter decay exp)."""
+    scale = exact.detach().abs().max().item() if exact.numel() else 1.0
+    assert actual.dtype == torch.bfloat16
+    err = (actual.float() - exact).abs()
+    assert (err <= exact.abs() * 2.0**-8 + 1e-5 * max(scale, 1.0)).all(), err.max()
+
+
+@pytest.mark.parametrize("d_inner", [32, 20], ids=["in-place", "padded"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_bfloat16_is_read_in_place_and_rounded_once(d_inner, reverse):
+    """bf16 activations reach the kernels without a float32 copy, and every bf16 output (y, and the gradients of
+    u, delta, B, C, z) is what the float32 kernels give on the same values, rounded once; the float32 parameter
+    gradients (A, D, delta_bias) agree with theirs."""
+    inputs = make_inputs(d_inner=d_inner, dtype=torch.bfloat16)
+    prepared = scan_cpu._Prepared(*(inputs[k] for k in NAMES), mask=None)
+    assert prepared.dtype == torch.bfloat16
+    if d_inner % 16 == 0:
+        for name in ("u", "delta", "z", "B", "C"):
+            assert prepared.__dict__[name][0].ctypes.data == inputs[name].data_ptr(), name
+    wide = {k: v.float() if v is not None and v.dtype == torch.bfloat16 else v for k, v in inputs.items()}
+    results = []
+    for x in (leaves(inputs), leaves(wide)):
+        y = scan_cpu.selective_scan_cpu(**x, mask=padding_mask(2, 37, "left"), reverse=reverse)
+        gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16).to(y.dtype)
+        results.append((y, torch.autograd.grad(y, list(x.values()), gy)))
+    (y16, g16), (y32, g32) = results
+    rounded_once(y16, y32)
+    for name, a, b in zip(NAMES, g16, g32):
+        if inputs[name].dtype == torch.bfloat16:
+            rounded_once(a, b)
+        else:
+            close(a, b, rtol=1e-4, atol=1e-5)
+
 # --- semantics ---------------------------------------------------------------------------------------------------
 
 
@@ -251,9 +287,10 @@ def test_gradients_through_a_modified_input_are_refused():
         y.sum().backward()
 
 
-def test_custom_op_registration_passes_opcheck():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_custom_op_registration_passes_opcheck(dtype):
     """The schema, fake (meta) implementation and autograd registration that torch.compile and torch.export use."""
-    x = leaves(make_inputs(length=9))
+    x = leaves(make_inputs(length=9, dtype=dtype))
     mask = padding_mask(2, 9, "left")
     h0 = torch.randn(2, 32, 5, generator=torch.Generator().manual_seed(6)).requires_grad_()
     args = (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], mask, h0, True, True)

@@ -2,7 +2,8 @@
 
 Same contract as the PyTorch path of `caduceus_hf.ops.conv.short_conv_silu`: (batch, length, channels) in, a
 (channels, 1, k) kernel, causal (output t sees inputs t-k+1..t) or anti-causal (reverse=True: inputs t..t+k-1 with
-the kernel reversed), zeros outside the sequence, float32 arithmetic, output in x's dtype.
+the kernel reversed), zeros outside the sequence, float32 arithmetic, output in x's dtype. A bfloat16 x is read in
+place and the output (and x's gradient) written in bf16, rounded once, as in scan_cpu.py.
 
 Why not F.conv1d: it wants (batch, channels, length), so the channels-last x (a channel slice of in_proj's output)
 needs a padded, transposed copy, and oneDNN's depthwise kernel then takes about 30 ms for 8192 x 512 on this kind of
@@ -39,7 +40,7 @@ _MAX_RING = 1 << 16  # bound on k x channels: the backward's ring of pre-activat
 if _HAVE_NUMBA:
     from numba import njit
 
-    from .scan_cpu import _FASTMATH, _FASTMATH_REDUCE, _ONE, _U, _ZERO, _claim, _exp, _jit, _stack
+    from .scan_cpu import _FASTMATH, _FASTMATH_REDUCE, _ONE, _U, _ZERO, _as, _claim, _exp, _f32, _jit, _stack
 
     # numba's cache keys a kernel on its own file only: after editing a helper imported from scan_cpu (such as
     # _exp), clear caduceus_hf/ops/__pycache__ so that these kernels are recompiled with it.
@@ -55,12 +56,13 @@ if _HAVE_NUMBA:
                 xs = _U(xb + s * sx_t)
                 wb = _U(j) * C
                 for c in range(C):
-                    a[ab + c] += w[wb + c] * x[xs + c]
+                    a[ab + c] += w[wb + c] * _f32(x[xs + c])
 
     @_jit(fastmath=_FASTMATH, error_model="numpy", nogil=True)
     def _forward_worker(counter, x, sx_b, sx_t, w, bias, out, batch, L, C, K, reverse, tile):
         ntiles = (L + tile - 1) // tile
         Cu = _U(C)
+        row = _stack(C)  # one output row's pre-activation, in float32 whatever out's element type
         for _ in range(batch * ntiles):
             item = _claim(counter)
             if item >= batch * ntiles:
@@ -69,10 +71,10 @@ if _HAVE_NUMBA:
             t0 = (item % ntiles) * tile
             for t in range(t0, min(t0 + tile, L)):
                 ob = _U(b * L + t) * Cu
-                _preactivation(out, ob, x, b * sx_b, sx_t, w, bias, Cu, t, L, K, reverse)
+                _preactivation(row, _U(0), x, b * sx_b, sx_t, w, bias, Cu, t, L, K, reverse)
                 for c in range(Cu):
-                    a = out[ob + c]
-                    out[ob + c] = a / (_ONE + _exp(-a))
+                    a = row[c]
+                    out[ob + c] = _as(a / (_ONE + _exp(-a)), out)
 
     @_jit(fastmath=_FASTMATH_REDUCE, error_model="numpy", nogil=True)
     def _backward_worker(
@@ -83,6 +85,7 @@ if _HAVE_NUMBA:
         ring = _stack(K * C)  # g of the last K rows walked, row r in slot r % K
         gwl = _stack(K * C)
         gbl = _stack(C)
+        gxr = _stack(C)  # one row of gx, summed in float32
         for _ in range(batch * ntiles):
             item = _claim(counter)
             if item >= batch * ntiles:
@@ -108,7 +111,7 @@ if _HAVE_NUMBA:
                 for c in range(Cu):
                     a = ring[slot + c]
                     sig = _ONE / (_ONE + _exp(-a))
-                    ring[slot + c] = gy[gyb + c] * sig * (_ONE + a * (_ONE - sig))
+                    ring[slot + c] = _f32(gy[gyb + c]) * sig * (_ONE + a * (_ONE - sig))
                 if r < t0 or r >= t1:
                     continue
                 # 2. The tile's own rows: partial sums of gbias and gw, and gx_r = sum_j w_j g_{r - off_j}.
@@ -116,20 +119,22 @@ if _HAVE_NUMBA:
                     gbl[c] += ring[slot + c]
                 ob = _U(b * L + r) * Cu
                 for c in range(Cu):
-                    gx[ob + c] = _ZERO
+                    gxr[c] = _ZERO
                 for j in range(K):
                     s = r + (K - 1 - j if reverse else j - (K - 1))
                     if 0 <= s < L:
                         xb = _U(b * sx_b + s * sx_t)
                         wb = _U(j) * Cu
                         for c in range(Cu):
-                            gwl[wb + c] += ring[slot + c] * x[xb + c]
+                            gwl[wb + c] += ring[slot + c] * _f32(x[xb + c])
                     q = r - (K - 1 - j if reverse else j - (K - 1))
                     if 0 <= q < L:
                         gsl = _U(q % K) * Cu
                         wb = _U(j) * Cu
                         for c in range(Cu):
-                            gx[ob + c] += w[wb + c] * ring[gsl + c]
+                            gxr[c] += w[wb + c] * ring[gsl + c]
+                for c in range(Cu):
+                    gx[ob + c] = _as(gxr[c], gx)
             pb = _U(item) * Ku * Cu
             for i in range(Ku * Cu):
                 gw[pb + i] = gwl[i]
@@ -153,10 +158,11 @@ def _tile(length: int) -> int:
     return max(_TILE, -(-length // _MAX_TILES))
 
 
-def _x_view(x: torch.Tensor):
-    """x in kernel form: read in place when float32 with unit channel stride, else one float32 copy."""
-    if x.dtype != torch.float32 or (x.shape[-1] > 1 and x.stride(-1) != 1):
-        x = x.detach().to(torch.float32).contiguous()
+def _x_view(x: torch.Tensor, dtype: torch.dtype):
+    """x in kernel form, elements of `dtype`: read in place when of that dtype with unit channel stride, else one
+    copy."""
+    if x.dtype != dtype or (x.shape[-1] > 1 and x.stride(-1) != 1):
+        x = x.detach().to(dtype).contiguous()
     return scan_cpu._flat(x)
 
 
@@ -168,15 +174,16 @@ def _params(weight: torch.Tensor, bias: torch.Tensor | None, channels: int):
 
 
 def _conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, reverse: bool) -> torch.Tensor:
-    """The contiguous (batch, length, channels) output in x's dtype."""
+    """The contiguous (batch, length, channels) output in x's dtype (bfloat16 read and written by the kernel)."""
     batch, length, channels = x.shape
     kernel = weight.shape[-1]
-    out = torch.empty(batch, length, channels, dtype=torch.float32)
+    dtype = scan_cpu.kernel_dtype(x)
+    out = torch.empty(batch, length, channels, dtype=dtype)
     if out.numel():
         tile = _tile(length)
         items = batch * -(-length // tile)
-        args = (*_x_view(x), *_params(weight, bias, channels), out.numpy().ravel(), batch, length, channels, kernel,
-                reverse, tile)  # fmt: skip
+        args = (*_x_view(x, dtype), *_params(weight, bias, channels), scan_cpu._flat(out)[0], batch, length, channels,
+                kernel, reverse, tile)  # fmt: skip
         scan_cpu._run(_forward_worker, args, items, out.numel() * kernel)
     return out.to(x.dtype)
 
@@ -193,14 +200,15 @@ def _conv_backward(
     kernel = weight.shape[-1]
     tile = _tile(length)
     items = batch * -(-length // tile)
-    gx = torch.empty(batch, length, channels, dtype=torch.float32)
+    dtype = scan_cpu.kernel_dtype(x)
+    gx = torch.empty(batch, length, channels, dtype=dtype)
     gw = torch.empty(items, kernel, channels, dtype=torch.float32)
     gb = torch.empty(items, channels, dtype=torch.float32)
     if gx.numel():
-        if gy.dtype != torch.float32 or (channels > 1 and gy.stride(-1) != 1):
-            gy = gy.to(torch.float32).contiguous()
+        if gy.dtype != dtype or (channels > 1 and gy.stride(-1) != 1):
+            gy = gy.to(dtype).contiguous()
         args = (
-            *_x_view(x), *scan_cpu._flat(gy), *_params(weight, bias, channels), gx.numpy().ravel(),
+            *_x_view(x, dtype), *scan_cpu._flat(gy), *_params(weight, bias, channels), scan_cpu._flat(gx)[0],
             gw.numpy().ravel(), gb.numpy().ravel(), batch, length, channels, kernel, reverse, tile,
         )  # fmt: skip
         scan_cpu._run(_backward_worker, args, items, gx.numel() * kernel * 3)

@@ -1,8 +1,12 @@
 """The selective scan on CPU: numba kernels for the forward and backward pass, registered as torch custom ops.
 
 Same contract as `caduceus_hf.ops.scan_reference.selective_scan_reference`: float32 state and arithmetic, output in
-u's dtype. The "auto" backend (`caduceus_hf.backends`) uses it for CPU tensors whenever numba imports (numba ships
-wheels: a plain pip install needs no compiler). As custom ops with fake implementations and an autograd formula
+u's dtype. bfloat16 activations (u, delta, z, B, C all bf16: a model in bf16) are read in place through int16 views of
+their storage and widened inside the kernels (`_f32`), and the outputs are written as bf16, rounded once to nearest
+even (`_as`): no float32 copy of a (length x d_inner) tensor is made. Other dtypes are converted to float32 once.
+
+The "auto" backend (`caduceus_hf.backends`) uses it for CPU tensors whenever numba imports (numba ships wheels: a
+plain pip install needs no compiler). As custom ops with fake implementations and an autograd formula
 (`caduceus_hf::selective_scan_cpu` and its backward), the kernels are single opaque ops to torch.compile and
 torch.export.
 
@@ -88,6 +92,15 @@ _E0, _E1, _E2, _E3, _E4, _E5 = (
     _f(1.6666665459e-1),
     _f(5.0000001201e-1),
 )
+# 2^f on [-1/2, 1/2], degree 5, fitted for relative error (2.4e-7 in float32 arithmetic): the bf16 scan's decay.
+_P0, _P1, _P2, _P3, _P4, _P5 = (
+    _f(1.0000001192092896),
+    _f(0.6931469440460205),
+    _f(0.24022120237350464),
+    _f(0.05550713092088699),
+    _f(0.009675541892647743),
+    _f(0.001327647129073739),
+)
 _EXP_BIAS, _MANTISSA = _f(127.0), _f(8388608.0)
 _LN2, _SQRT2_M1 = _f(0.6931471805599453), _f(0.41421356237309503)
 _I3, _I5, _I7, _I9 = _f(1 / 3), _f(1 / 5), _f(1 / 7), _f(1 / 9)
@@ -118,7 +131,7 @@ if _HAVE_NUMBA:
     from llvmlite import ir
     from numba import carray, njit
     from numba.core import types
-    from numba.extending import intrinsic
+    from numba.extending import intrinsic, overload
 
     def _jit(**options):
         """njit with numba's on-disk cache: beside this file, or in the user cache dir when the package is read-only;
@@ -184,6 +197,40 @@ if _HAVE_NUMBA:
 
         return types.float32(types.int32), codegen
 
+    @intrinsic
+    def _f32(typingctx, x):
+        """An element of a kernel input as float32: a float32 as it is, a bfloat16 (its bits read as int16) widened
+        exactly, by putting its 16 bits on top of a float32's. So bf16 tensors are read in place, with no copy."""
+        if x == types.float32:
+            return types.float32(x), lambda context, builder, signature, args: args[0]
+        if x == types.int16:
+
+            def codegen(context, builder, signature, args):
+                i32 = ir.IntType(32)
+                bits = builder.shl(builder.zext(args[0], i32), ir.Constant(i32, 16))
+                return builder.bitcast(bits, ir.FloatType())
+
+            return types.float32(x), codegen
+        return None
+
+    @intrinsic
+    def _as(typingctx, v, out):
+        """The float32 v as an element of the output array `out`: as it is for float32, rounded to the nearest
+        bfloat16 (ties to even, as torch rounds) for a bf16 output written through an int16 view."""
+        if out.dtype == types.float32:
+            return types.float32(types.float32, out), lambda context, builder, signature, args: args[0]
+        if out.dtype == types.int16:
+
+            def codegen(context, builder, signature, args):
+                i32 = ir.IntType(32)
+                bits = builder.bitcast(args[0], i32)
+                odd = builder.and_(builder.lshr(bits, ir.Constant(i32, 16)), ir.Constant(i32, 1))
+                bits = builder.add(bits, builder.add(odd, ir.Constant(i32, 0x7FFF)))
+                return builder.trunc(builder.lshr(bits, ir.Constant(i32, 16)), ir.IntType(16))
+
+            return types.int16(types.float32, out), codegen
+        return None
+
     @njit(inline="always", fastmath=_FASTMATH)
     def _exp(x):
         x = min(max(x, _EXP_LO), _EXP_HI)
@@ -193,6 +240,36 @@ if _HAVE_NUMBA:
         p = ((((_E0 * r + _E1) * r + _E2) * r + _E3) * r + _E4) * r + _E5
         p = p * (r * r) + r + _ONE
         return p * _int_bits_as_float(np.int32((k + _EXP_BIAS) * _MANTISSA))
+
+    @njit(inline="always", fastmath=_FASTMATH)
+    def _exp2_short(x):
+        """2^x with a degree-5 polynomial for 2^f, f in [-1/2, 1/2]: relative error 2.4e-7, cheaper than `_exp`
+        (no two-part ln 2 reduction: x - round(x) is exact)."""
+        x = min(max(x, _f(-126.0)), _f(127.0))
+        k = np.rint(x)
+        f = x - k
+        p = ((((_P5 * f + _P4) * f + _P3) * f + _P2) * f + _P1) * f + _P0
+        return p * _int_bits_as_float(np.int32((k + _EXP_BIAS) * _MANTISSA))
+
+    def _decay_rate(a, out):
+        """A as the forward kernel keeps it: A itself for a float32 output; A log2(e) for a bfloat16 output, whose
+        decay factors are then 2^(dt A log2 e) (`_decay`)."""
+
+    def _decay(x, out):
+        """The decay factor exp(dt A) from x = dt * _decay_rate(A): `_exp` for a float32 output (unchanged), the
+        shorter `_exp2_short` for an output rounded to bfloat16, where its 2.4e-7 is far below the rounding (2^-8)."""
+
+    @overload(_decay_rate, inline="always", fastmath=_FASTMATH)
+    def _decay_rate_impl(a, out):
+        if out.dtype == types.int16:
+            return lambda a, out: a * _LOG2E
+        return lambda a, out: a
+
+    @overload(_decay, inline="always", fastmath=_FASTMATH)
+    def _decay_impl(x, out):
+        if out.dtype == types.int16:
+            return lambda x, out: _exp2_short(x)
+        return lambda x, out: _exp(x)
 
     @njit(inline="always", fastmath=_FASTMATH)
     def _log1p_unit(e):
@@ -230,7 +307,7 @@ if _HAVE_NUMBA:
             for n in range(Nu):
                 for c in range(_CBU):
                     h[n * _CBU + c] = h0[sbase + n * du + c]
-                    Al[n * _CBU + c] = At[n * du + c0 + c]
+                    Al[n * _CBU + c] = _decay_rate(At[n * du + c0 + c], y)
             for c in range(_CBU):
                 Db[c] = Dv[c0 + c]
                 bl[c] = bias[c0 + c]
@@ -245,9 +322,9 @@ if _HAVE_NUMBA:
                 ub = _U(b * su_b + t * su_t) + c0
                 db = _U(b * sd_b + t * sd_t) + c0
                 for c in range(_CBU):
-                    x = dl[db + c] + bl[c]
+                    x = _f32(dl[db + c]) + bl[c]
                     dt = (max(x, _ZERO) + _log1p_unit(_exp(-abs(x)))) * m
-                    uc = u[ub + c]
+                    uc = _f32(u[ub + c])
                     uv[c] = uc
                     dtv[c] = dt
                     duv[c] = dt * uc
@@ -255,22 +332,22 @@ if _HAVE_NUMBA:
                 Bb = _U(b * sB_b + t * sB_t)
                 Cb = _U(b * sC_b + t * sC_t)
                 for n in range(Nu):
-                    bn = Bm[Bb + n]
-                    cn = Cm[Cb + n]
+                    bn = _f32(Bm[Bb + n])
+                    cn = _f32(Cm[Cb + n])
                     for c in range(_CBU):
                         i = n * _CBU + c
-                        hv = _exp(dtv[c] * Al[i]) * h[i] + duv[c] * bn
+                        hv = _decay(dtv[c] * Al[i], y) * h[i] + duv[c] * bn
                         h[i] = hv
                         acc[c] += hv * cn
                 yb = _U(b * L + t) * du + c0
                 if has_z:
                     zb = _U(b * sz_b + t * sz_t) + c0
                     for c in range(_CBU):
-                        zc = z[zb + c]
-                        y[yb + c] = (acc[c] + Db[c] * uv[c]) * (zc / (_ONE + _exp(-zc)))
+                        zc = _f32(z[zb + c])
+                        y[yb + c] = _as((acc[c] + Db[c] * uv[c]) * (zc / (_ONE + _exp(-zc))), y)
                 else:
                     for c in range(_CBU):
-                        y[yb + c] = acc[c] + Db[c] * uv[c]
+                        y[yb + c] = _as(acc[c] + Db[c] * uv[c], y)
             for n in range(Nu):
                 for c in range(_CBU):
                     h_last[sbase + n * du + c] = h[n * _CBU + c]
@@ -340,12 +417,12 @@ if _HAVE_NUMBA:
                         db = _U(b * sd_b + t * sd_t) + c0
                         jb = _U(j) * _CBU
                         for c in range(_CBU):
-                            x = dl[db + c] + bl[c]
+                            x = _f32(dl[db + c]) + bl[c]
                             e = _exp(-abs(x))
                             dt = (max(x, _ZERO) + _log1p_unit(e)) * m
                             dsp[jb + c] = m * ((_ONE if x >= _ZERO else e) / (_ONE + e))
                             dts[jb + c] = dt
-                            uc = u[ub + c]
+                            uc = _f32(u[ub + c])
                             us[jb + c] = uc
                             duv[c] = dt * uc
                             yss[jb + c] = _ZERO
@@ -353,8 +430,8 @@ if _HAVE_NUMBA:
                         Cb = _U(b * sC_b + t * sC_t)
                         hp = _U(j) * NC
                         for n in range(Nu):
-                            bn = Bm[Bb + n]
-                            cn = Cm[Cb + n]
+                            bn = _f32(Bm[Bb + n])
+                            cn = _f32(Cm[Cb + n])
                             for c in range(_CBU):
                                 i = n * _CBU + c
                                 a = _exp(dts[jb + c] * Al[i])
@@ -372,14 +449,14 @@ if _HAVE_NUMBA:
                         if has_z:
                             zb = _U(b * sz_b + t * sz_t) + c0
                             for c in range(_CBU):
-                                zc = z[zb + c]
+                                zc = _f32(z[zb + c])
                                 sig = _ONE / (_ONE + _exp(-zc))
                                 gate_grad = sig * (_ONE + zc * (_ONE - sig))
-                                gz[ob + c] = gy[gyb + c] * (yss[jb + c] + Db[c] * us[jb + c]) * gate_grad
-                                gp[c] = gy[gyb + c] * zc * sig
+                                gz[ob + c] = _as(_f32(gy[gyb + c]) * (yss[jb + c] + Db[c] * us[jb + c]) * gate_grad, gz)
+                                gp[c] = _f32(gy[gyb + c]) * zc * sig
                         else:
                             for c in range(_CBU):
-                                gp[c] = gy[gyb + c]
+                                gp[c] = _f32(gy[gyb + c])
                         for c in range(_CBU):
                             gDl[c] += gp[c] * us[jb + c]
                             duv[c] = dts[jb + c] * us[jb + c]
@@ -390,8 +467,8 @@ if _HAVE_NUMBA:
                         gb = _U(((b * ngroups + grp) * L + t) * N)
                         hp = _U(j) * NC
                         for n in range(Nu):
-                            bn = Bm[Bb + n]
-                            cn = Cm[Cb + n]
+                            bn = _f32(Bm[Bb + n])
+                            cn = _f32(Cm[Cb + n])
                             red_c = _ZERO
                             red_b = _ZERO
                             for c in range(_CBU):
@@ -408,9 +485,9 @@ if _HAVE_NUMBA:
                             gC[gb + n] += red_c
                             gB[gb + n] += red_b
                         for c in range(_CBU):
-                            gu[ob + c] = gp[c] * Db[c] + sB[c] * dts[jb + c]
+                            gu[ob + c] = _as(gp[c] * Db[c] + sB[c] * dts[jb + c], gu)
                             gd = (gdt[c] + sB[c] * us[jb + c]) * dsp[jb + c]
-                            gdl[ob + c] = gd
+                            gdl[ob + c] = _as(gd, gdl)
                             gbl[c] += gd
                 for n in range(Nu):
                     for c in range(_CBU):
@@ -422,28 +499,40 @@ if _HAVE_NUMBA:
 
 
 def _flat(t: torch.Tensor):
-    """(flat numpy view from t's first element to its last, batch stride, time stride) of a float32 tensor."""
+    """(flat numpy view from t's first element to its last, batch stride, time stride) of a float32 tensor, or of a
+    bfloat16 one as int16 bits (numpy has no bfloat16; the kernels widen them with `_f32` and write them with `_as`)."""
     span = 1 + sum((size - 1) * stride for size, stride in zip(t.shape, t.stride()))
-    return torch.as_strided(t.detach(), (span,), (1,)).numpy(), t.stride(0), t.stride(1)
+    flat = torch.as_strided(t.detach(), (span,), (1,))
+    if flat.dtype == torch.bfloat16:
+        flat = flat.view(torch.int16)
+    return flat.numpy(), t.stride(0), t.stride(1)
 
 
-def _channels(t: torch.Tensor, dpad: int):
-    """A (batch, length, channels) input in kernel form: read in place when float32 with a unit-stride channel axis
-    (whatever its other strides); converted once for other dtypes or layouts, zero-padded to dpad channels."""
+def kernel_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
+    """The element type the kernels read and write for these inputs: bfloat16 when every one given is bfloat16 (read
+    in place, outputs rounded once), else float32 (others converted once). Arithmetic is float32 either way."""
+    given = [t for t in tensors if t is not None]
+    return torch.bfloat16 if given and all(t.dtype == torch.bfloat16 for t in given) else torch.float32
+
+
+def _channels(t: torch.Tensor, dpad: int, dtype: torch.dtype = torch.float32):
+    """A (batch, length, channels) input in kernel form, elements of `dtype`: read in place when of that dtype with a
+    unit-stride channel axis (whatever its other strides); converted once for other dtypes or layouts, zero-padded to
+    dpad channels."""
     channels = t.shape[-1]
     if channels != dpad:
-        padded = t.new_zeros(*t.shape[:-1], dpad, dtype=torch.float32)
+        padded = t.new_zeros(*t.shape[:-1], dpad, dtype=dtype)
         padded[..., :channels] = t.detach()
         t = padded
-    elif t.dtype != torch.float32 or (channels > 1 and t.stride(-1) != 1):
-        t = t.detach().to(torch.float32).contiguous()
+    elif t.dtype != dtype or (channels > 1 and t.stride(-1) != 1):
+        t = t.detach().to(dtype).contiguous()
     return _flat(t)
 
 
-def _states(B: torch.Tensor):
+def _states(B: torch.Tensor, dtype: torch.dtype = torch.float32):
     """B or C in kernel form, read in place under the same conditions."""
-    if B.dtype != torch.float32 or (B.shape[-1] > 1 and B.stride(-1) != 1):
-        B = B.detach().to(torch.float32).contiguous()
+    if B.dtype != dtype or (B.shape[-1] > 1 and B.stride(-1) != 1):
+        B = B.detach().to(dtype).contiguous()
     return _flat(B)
 
 
@@ -454,7 +543,7 @@ def _vector(v: torch.Tensor | None, dpad: int) -> np.ndarray:
     return out.numpy()
 
 
-_NOTHING = np.zeros(1, dtype=np.float32)
+_NOTHING = {torch.float32: np.zeros(1, dtype=np.float32), torch.bfloat16: np.zeros(1, dtype=np.int16)}
 _pool_state: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, threads, pool)
 
 
@@ -479,18 +568,21 @@ def _run(worker, args, items: int, work: int) -> None:
 
 
 class _Prepared:
-    """One call's inputs in kernel form: flat float32 views, channels padded to a multiple of _CB."""
+    """One call's inputs in kernel form: flat views of `kernel_dtype` elements (float32 for the parameters and the
+    mask), channels padded to a multiple of _CB."""
 
     def __init__(self, u, delta, A, B, C, D, z, delta_bias, mask):
         self.batch, self.length, self.d = u.shape
         self.N = A.shape[1]
         self.dpad = -(-self.d // _CB) * _CB
         self.chunk = max(1, min(_CHUNK, _CHUNK_STATES // self.N - 1))
-        self.u, self.delta = _channels(u, self.dpad), _channels(delta, self.dpad)
-        self.z = _channels(z, self.dpad) if z is not None else (_NOTHING, 0, 0)
+        self.dtype = dtype = kernel_dtype(u, delta, B, C, z)
+        self.u, self.delta = _channels(u, self.dpad, dtype), _channels(delta, self.dpad, dtype)
+        self.z = _channels(z, self.dpad, dtype) if z is not None else (_NOTHING[dtype], 0, 0)
         self.has_z = z is not None
-        self.B, self.C = _states(B), _states(C)
-        self.mask = mask.detach().to(torch.float32).contiguous().numpy().ravel() if mask is not None else _NOTHING
+        self.B, self.C = _states(B, dtype), _states(C, dtype)
+        mask32 = None if mask is None else mask.detach().to(torch.float32).contiguous()
+        self.mask = _NOTHING[torch.float32] if mask32 is None else mask32.numpy().ravel()
         self.has_mask = mask is not None
         At = torch.zeros(self.N, self.dpad, dtype=torch.float32)
         At[:, : self.d] = A.detach().t()
@@ -526,7 +618,12 @@ class _Prepared:
         return t if self.dpad == self.d else t[..., : self.d].contiguous()
 
     def empty_rows(self) -> torch.Tensor:
-        return torch.empty(self.batch, self.length, self.dpad, dtype=torch.float32)
+        return torch.empty(self.batch, self.length, self.dpad, dtype=self.dtype)
+
+    def flat(self, t: torch.Tensor) -> np.ndarray:
+        """An output the kernels write (float32, or bfloat16 as int16 bits), as a flat numpy view."""
+        flat = t.detach().reshape(-1)
+        return (flat.view(torch.int16) if flat.dtype == torch.bfloat16 else flat).numpy()
 
 
 def _forward(p: _Prepared, initial_state, reverse: bool, save_ckpt: bool):
@@ -535,7 +632,7 @@ def _forward(p: _Prepared, initial_state, reverse: bool, save_ckpt: bool):
     nck = -(-p.length // p.chunk)
     ckpt = torch.empty(p.batch, nck, p.N, p.dpad, dtype=torch.float32) if save_ckpt else torch.empty(0)
     args = (
-        *p.inputs(), p.state_in(initial_state).numpy().ravel(), y.numpy().ravel(), h_last.numpy().ravel(),
+        *p.inputs(), p.state_in(initial_state).numpy().ravel(), p.flat(y), h_last.numpy().ravel(),
         ckpt.numpy().ravel(), p.chunk, save_ckpt, p.batch, p.length, p.dpad, p.N, reverse,
     )  # fmt: skip
     _run(_forward_worker, args, p.batch * p.blocks, p.work)
@@ -579,7 +676,7 @@ def _scan_backward(
     and of the initial state (float32)."""
     p = _Prepared(u, delta, A, B, C, D, z, delta_bias, mask)
     gu, gdelta = p.empty_rows(), p.empty_rows()
-    gz = p.empty_rows() if p.has_z else torch.empty(0)
+    gz = p.empty_rows() if p.has_z else torch.empty(0, dtype=p.dtype)
     g_last = p.state_in(g_final)
     g_h0 = torch.empty(p.batch, p.N, p.dpad, dtype=torch.float32)
     # Partial sums: over each group's channels for B and C, per batch row for A, D and delta_bias.
@@ -591,8 +688,8 @@ def _scan_backward(
     gD = torch.empty(p.batch, p.dpad, dtype=torch.float32)
     gbias = torch.empty_like(gD)
     args = (
-        groups, group, *p.inputs(), ckpt.numpy().ravel(), p.chunk, *_channels(gy, p.dpad),
-        g_last.numpy().ravel(), gu.numpy().ravel(), gdelta.numpy().ravel(), gz.numpy().ravel(), gB.numpy().ravel(),
+        groups, group, *p.inputs(), ckpt.numpy().ravel(), p.chunk, *_channels(gy, p.dpad, p.dtype),
+        g_last.numpy().ravel(), p.flat(gu), p.flat(gdelta), p.flat(gz), gB.numpy().ravel(),
         gC.numpy().ravel(), gA.numpy().ravel(), gD.numpy().ravel(), gbias.numpy().ravel(), g_h0.numpy().ravel(),
         p.batch, p.length, p.dpad, p.N, reverse,
     )  # fmt: skip
