@@ -3,6 +3,7 @@
     python benchmarks/scan_chunked.py                          # the whole CPU table (about 10 minutes on 2 cores)
     python benchmarks/scan_chunked.py --points layer-8k model-8k --repeats 5
     python benchmarks/scan_chunked.py --device cuda --points layer-8k layer-131k   # against mamba-ssm's kernel
+    python benchmarks/scan_chunked.py --threads 1 --primitives --repeats 20   # ns per element of each loop operation
 
 Points: "layer-<L>" is one scan (one layer, one direction) of the published shape, d_inner 512, d_state 16, batch 1,
 with D, z and delta_bias, no autograd; "model-<L>" is a forward of the whole 16-layer d_model 256 Caduceus-Ph
@@ -169,6 +170,49 @@ def run_point(point: str, backend: str, repeats: int, prefix: int, threads: int 
     return result
 
 
+def primitives(repeats: int) -> None:
+    """Process-CPU ns per state element of each operation of the chunked scan's step loops, alone, on the buffers
+    they use at 8k (K = 8192 / BLOCK blocks of (d_state, d_inner)): the floor of its per-element cost in eager
+    PyTorch. Out-of-place twins of the in-place operations keep the values fixed (an in-place exp2 or decay repeated
+    would run into infinities or denormals)."""
+    import torch
+
+    from caduceus_hf.ops import scan_chunked
+
+    K = 8192 // scan_chunked.BLOCK
+    g = torch.Generator().manual_seed(0)
+    dt = torch.rand(K, scan_chunked.BLOCK, 1, D_INNER, generator=g)[:, 1]  # one step of every block, strided
+    A2 = -torch.rand(D_STATE, D_INNER, generator=g) * 20
+    B, C = torch.randn(K, D_STATE, 1, generator=g), torch.randn(K, 1, D_STATE, generator=g)
+    state = torch.randn(K, D_STATE, D_INNER, generator=g)
+    log_decay, decay, product = (torch.empty_like(state) for _ in range(3))
+    y = torch.empty(K, 1, D_INNER)
+    torch.exp2(torch.mul(dt, A2, out=log_decay), out=decay)
+    operations = {
+        "mul(dt, A2, out=)": lambda: torch.mul(dt, A2, out=log_decay),
+        "exp2_": lambda: torch.exp2(log_decay, out=decay),
+        "mul_(decay)": lambda: torch.mul(state, decay, out=product),
+        "addcmul_(B, dt u)": lambda: product.addcmul_(B, dt),
+        "bmm(C, state, out=)": lambda: torch.bmm(C, state, out=y),
+    }
+    costs = {}
+    for name, fn in operations.items():
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.process_time()
+            for _ in range(20):
+                fn()
+            times.append((time.process_time() - start) / 20)
+        costs[name] = statistics.median(times) / state.numel() * 1e9
+    print(f"{torch.get_num_threads()} thread(s), buffers ({K}, {D_STATE}, {D_INNER}); process-CPU ns per element:")
+    for name, cost in costs.items():
+        print(f"  {name:<22} {cost:.3f}")
+    loop1 = sum(costs.values()) - costs["bmm(C, state, out=)"]
+    print(f"  loop 1, 4 operations   {loop1:.3f}\n  loop 3, 5 operations   {loop1 + costs['bmm(C, state, out=)']:.3f}")
+    print(f"  per element            {2 * loop1 + costs['bmm(C, state, out=)']:.3f} (of which exp2 {2 * costs['exp2_']:.3f})")
+
+
 def subprocess_point(point: str, backend: str, args) -> dict | None:
     cmd = [sys.executable, __file__, "--_point", point, backend, "--repeats", str(args.repeats),
            "--reference-prefix", str(args.reference_prefix), "--device", args.device]  # fmt: skip
@@ -193,6 +237,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--reference-prefix", type=int, default=8192,
                         help="longest layer scan the reference runs; longer ones are extrapolated from it")  # fmt: skip
+    parser.add_argument("--primitives", action="store_true",
+                        help="time each operation of the chunked scan's step loops alone, per element, and stop")  # fmt: skip
     parser.add_argument("--_point", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -205,6 +251,9 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.primitives:
+        primitives(args.repeats)
+        return
     backends = ["reference", "cuda" if args.device == "cuda" else "cpu", "chunked"]
     print(f"device {args.device}, torch {torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} "
           f"threads; medians of {args.repeats}; ~: reference scaled up from {args.reference_prefix} steps")  # fmt: skip

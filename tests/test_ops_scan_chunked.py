@@ -78,11 +78,16 @@ def close(actual, expected, rtol=1e-4, atol=1e-5):
 
 
 def assert_matches_reference(inputs, rtol=1e-4, atol=1e-5, chunk_options=SMALL, **kwargs):
+    """Outputs, final states and gradients through autograd's kernel, and outputs and final states through the
+    in-place one (what runs without a gradient to record)."""
     y, h, grads = run(functools.partial(selective_scan_chunked, **chunk_options), inputs, **kwargs)
     y_ref, h_ref, grads_ref = run(selective_scan_reference, inputs, **kwargs)
-    assert y.dtype == y_ref.dtype and h.dtype == torch.float32
-    close(y.float(), y_ref.float(), rtol, atol)
-    close(h, h_ref, rtol, atol)
+    with torch.no_grad():
+        y_inference, h_inference = selective_scan_chunked(**inputs, **chunk_options, **kwargs, return_final_state=True)
+    assert y.dtype == y_ref.dtype == y_inference.dtype and h.dtype == h_inference.dtype == torch.float32
+    for actual, actual_h in ((y, h), (y_inference, h_inference)):
+        close(actual.float(), y_ref.float(), rtol, atol)
+        close(actual_h, h_ref, rtol, atol)
     assert grads.keys() == grads_ref.keys()
     for name in grads:
         assert grads[name].dtype == grads_ref[name].dtype, name
@@ -169,9 +174,12 @@ def test_extreme_decays_stay_finite_and_exact():
     inputs["A"] = inputs["A"] * 50
     y, h, grads = run(functools.partial(selective_scan_chunked, chunk=64, block=4), inputs)
     y_ref, h_ref, grads_ref = run(selective_scan_reference, inputs)
-    assert torch.isfinite(y).all() and torch.isfinite(h).all()
-    close(y, y_ref)
-    close(h, h_ref)
+    with torch.no_grad():
+        y_inference, h_inference = selective_scan_chunked(**inputs, chunk=64, block=4, return_final_state=True)
+    for actual, actual_h in ((y, h), (y_inference, h_inference)):
+        assert torch.isfinite(actual).all() and torch.isfinite(actual_h).all()
+        close(actual, y_ref)
+        close(actual_h, h_ref)
     for name in grads:
         assert torch.isfinite(grads[name]).all(), name
         close(grads[name], grads_ref[name])
@@ -313,7 +321,7 @@ def test_mlm_fixtures_through_the_chunked_scan(name, mode, monkeypatch):
         calls["chunked"] += 1
         return selective_scan_chunked(*args, **kwargs)
 
-    monkeypatch.setattr(scan_chunked, "CPU_CHUNK", 32)
+    monkeypatch.setattr(scan_chunked, "CHUNK", 32)
     monkeypatch.setattr(scan_chunked, "BLOCK", 4)
     monkeypatch.setattr(backends, "selective_scan_chunked", counted)
     inputs = load_file(FIXTURES / name / "inputs.safetensors")
