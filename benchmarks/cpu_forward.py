@@ -8,6 +8,13 @@
     python benchmarks/cpu_forward.py --points train-ph16-fp32 train-ph16-bf16 train-ph4-fp32 train-ph4-bf16 \
         train-mamba1-fp32 train-mamba1-bf16                 # training throughput, batch 32 x 512
     OMP_WAIT_POLICY=PASSIVE python benchmarks/cpu_forward.py   # on a machine shared with other jobs (see below)
+    python benchmarks/cpu_forward.py --long-sequences --baseline-python /work/wt/base/.venv/bin/python
+                                                           # Ph and PS at 8k and 131k, here and in another tree
+
+Long sequences (`--long-sequences`: points ph-8k, ph-131k, ps-8k, ps-131k): the throughput at 131k over that at 8k
+(Ph and PS), PS time over Ph time at 131k, and peak RSS. `--baseline-python PY` runs the same points with another
+tree's interpreter (its own installed caduceus_hf, e.g. the previous main), each point right after ours so that both
+see the same machine load, and prints our time over theirs per point.
 
 Shape: d_model 256, 16 layers, d_state 16, expand 2, vocab 16, random weights, fp32, batch 1, `--threads` intra-op
 threads (2 by default). Caduceus runs both directions (BiMamba, in_proj and out_proj tied); the baseline is
@@ -70,6 +77,7 @@ POINTS = {
     "ph-8k": ("ph", "fwd", L8),
     "mamba-8k": ("mamba", "fwd", L8),
     "ph-131k": ("ph", "fwd", L131),
+    "ps-8k": ("ps", "fwd", L8),
     "ps-131k": ("ps", "fwd", L131),
     "ph-fwdbwd-8k": ("ph", "fwdbwd", L8),
     "mamba1-fwdbwd-256": ("mamba1", "fwdbwd", 256),
@@ -94,6 +102,9 @@ OPTIONS = {
     "train-mamba1-fp32": _TRAIN,
     "train-mamba1-bf16": dict(_TRAIN, dtype="bf16"),
 }
+
+
+LONG_POINTS = ["ph-8k", "ph-131k", "ps-8k", "ps-131k"]
 
 
 def build(model: str, layers: int = SHAPE["n_layer"], dtype: str = "fp32"):
@@ -143,7 +154,10 @@ def run_point(model_name: str, mode: str, length: int, repeats: int, threads: in
         step(ids)
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
+    import caduceus_hf
+
     return dict(
+        package=str(Path(caduceus_hf.__file__).parent),
         wall_s=statistics.median(wall),
         cpu_s=statistics.median(cpu),
         runs=repeats,
@@ -208,12 +222,16 @@ def first_call_costs(threads: int) -> tuple[dict, dict]:
     return cold, warm
 
 
-def subprocess_point(name: str, repeats: int, threads: int, timeout: float | None = None) -> dict:
-    """The point measured in its own process; past `timeout` seconds it is stopped and reported as a lower bound
-    (wall_s None, timed_out_s: the timeout; the warm-up and every repeat count against it)."""
+def subprocess_point(name: str, repeats: int, threads: int, timeout: float | None = None,
+                     python: str | None = None) -> dict:  # fmt: skip
+    """The point measured in its own process (with interpreter `python`: another tree's installed caduceus_hf); past
+    `timeout` seconds it is stopped and reported as a lower bound (wall_s None, timed_out_s: the timeout; the warm-up
+    and every repeat count against it)."""
     model, mode, length = POINTS[name]
     load = os.getloadavg()[0]
-    cmd = [sys.executable, __file__, "--_point", name, "--repeats", str(repeats), "--threads", str(threads)]
+    cmd = [python or sys.executable, __file__, "--_point", name, "--repeats", str(repeats), "--threads", str(threads)]
+    if python:
+        cmd.append("--_installed")
     try:
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
         result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -287,10 +305,17 @@ def main() -> None:
                              "point) is stopped and reported as a lower bound (default 1800)")
     parser.add_argument("--first-call", action="store_true",
                         help="also measure the first call's cost (numba compiling into an empty cache, then loading)")
+    parser.add_argument("--long-sequences", action="store_true",
+                        help=f"the long-sequence points {LONG_POINTS} and their ratios (131k/8k, PS/Ph)")
+    parser.add_argument("--baseline-python", metavar="PY",
+                        help="also run the --long-sequences points with this interpreter (another tree's venv), "
+                             "alternating with ours, and print the time ratios")
     parser.add_argument("--_point", help=argparse.SUPPRESS)
+    parser.add_argument("--_installed", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--_first_call", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
+    if not args._installed:  # another tree's interpreter runs its own installed package
+        sys.path.insert(0, str(ROOT))
 
     if args._first_call:
         print(json.dumps(run_first_call(args.threads)))
@@ -299,6 +324,10 @@ def main() -> None:
         model, mode, length = POINTS[args._point]
         result = run_point(model, mode, length, args.repeats, args.threads, **OPTIONS.get(args._point, {}))
         print(json.dumps(result))
+        return
+
+    if args.long_sequences or args.baseline_python:
+        long_sequences(args)
         return
 
     from caduceus_hf.ops import precision
@@ -330,6 +359,7 @@ def main() -> None:
         ("forward 8k, Ph", "ph-8k", "mamba-8k"),
         ("forward 8k, Ph bf16", "ph-8k-bf16", "mamba-8k"),
         ("forward 131k, Ph", "ph-131k", None),
+        ("forward 8k, PS", "ps-8k", None),
         ("forward 131k, PS", "ps-131k", None),
         ("forward+backward 8k, Ph", "ph-fwdbwd-8k", None),
     ]
@@ -379,6 +409,56 @@ def main() -> None:
         print(f"first forward+backward of the Ph model at 1k tokens: {cold['first_s']:.1f} s compiling the numba "
               f"kernels into an empty cache, {warm['first_s']:.2f} s in a new process loading them from the cache; "
               f"steady state {warm['steady_s']:.2f} s.")  # fmt: skip
+
+
+def long_sequences(args: argparse.Namespace) -> None:
+    """Ph and PS at 8k and 131k (with --points, those of them named), here and with --baseline-python: throughput
+    ratios 131k/8k, PS/Ph at 131k, peak RSS, and our time over the baseline's."""
+    import torch
+
+    names = [n for n in LONG_POINTS if n in args.points] if args.points != list(POINTS) else LONG_POINTS
+    torch.set_num_threads(args.threads)
+    from caduceus_hf.ops import precision
+
+    print(f"CPU: {precision.cpu_features().describe()}")
+    print(f"Caduceus-131k shape, fp32, batch 1, forward under inference_mode, {args.threads} threads, "
+          f"{os.cpu_count()} CPUs, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; medians of "
+          f"{args.repeats} runs at 8k, {args.long_repeats} at 131k; each point its own process"
+          + (f"; baseline: {args.baseline_python}, right after ours" if args.baseline_python else ""))  # fmt: skip
+    ours, base = {}, {}
+    for name in names:
+        repeats = args.long_repeats if POINTS[name][2] == L131 else args.repeats
+        runs = [("ours", ours, None)] + ([("baseline", base, args.baseline_python)] if args.baseline_python else [])
+        for who, results, python in runs:
+            results[name] = r = subprocess_point(name, repeats, args.threads, python=python)
+            print(f"  {who:8s} {name:8s} {r['wall_s']:7.2f} s {r['length'] / r['wall_s']:8,.0f} tok/s  cpu "
+                  f"{r['cpu_s']:7.2f} s  peak RSS {r['peak_rss_mb']:6,.0f} MB  (load {r['load']:.1f}; "
+                  f"{r['package']})", flush=True)  # fmt: skip
+
+    def rate(r: dict) -> float:
+        return r["length"] / r["wall_s"]
+
+    print()
+    for label, results in (("ours", ours), ("baseline", base)):
+        if not results:
+            continue
+        lines = []
+        for model in ("ph", "ps"):
+            short, long = results.get(f"{model}-8k"), results.get(f"{model}-131k")
+            if short and long:
+                lines.append(f"{model.upper()} 131k/8k throughput {rate(long) / rate(short):.2f} "
+                             f"({rate(long):,.0f} / {rate(short):,.0f} tok/s)")  # fmt: skip
+        ph, ps = results.get("ph-131k"), results.get("ps-131k")
+        if ph and ps:
+            lines.append(f"PS/Ph time at 131k {ps['wall_s'] / ph['wall_s']:.2f}")
+        if ph:
+            lines.append(f"Ph 131k peak RSS {ph['peak_rss_mb']:,.0f} MB")
+        print(f"{label}: " + "; ".join(lines))
+    for name in names:
+        if name in base:
+            print(f"{name}: ours / baseline time {ours[name]['wall_s'] / base[name]['wall_s']:.2f} "
+                  f"({ours[name]['wall_s']:.2f} s / {base[name]['wall_s']:.2f} s), cpu time "
+                  f"{ours[name]['cpu_s'] / base[name]['cpu_s']:.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

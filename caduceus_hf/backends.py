@@ -55,8 +55,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-STREAM_CHUNK = 8192
-"""Time steps per chunk of the chunked inference path; a module constant so that tests can lower it."""
+STREAM_CHUNK = 2048
+"""Time steps per chunk of the chunked inference path; a module constant so that tests can lower it. Small enough
+that a chunk's intermediates (in_proj's output: 2048 x 1024 float32 = 8 MB at the 131k shape) stay in a 32 MB L3
+cache: there, 2048-step chunks ran the 131k-shape model faster than 8192-step ones and than the whole sequence at
+once (benchmarks/README.md), so inference on longer inputs takes this path for speed as well as memory."""
 
 
 def chunked(hidden_states: torch.Tensor) -> bool:

@@ -6,7 +6,8 @@ convolution, which is what the original computes as flip(mamba(flip(x))), withou
 Which implementation runs each op (reference, numba CPU kernels, mamba-ssm CUDA kernels, whole fused mixers) is decided
 in `caduceus_hf.backends`, from the `scan_backend` name each module holds (set by `set_scan_backend` on the model).
 Long sequences without autograd run in time chunks (`BiMamba.forward_chunked`), so that memory grows with
-length x d_model rather than with the mixer's many length x d_inner intermediates; `backends.chunked` decides when.
+length x (d_model + 2 d_inner) rather than with the mixer's many length x d_inner intermediates, and each chunk's
+intermediates stay in cache; `backends.chunked` decides when.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextvars
 from collections.abc import Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import backends
@@ -34,8 +36,8 @@ _buffers: contextvars.ContextVar[dict | None] = contextvars.ContextVar("caduceus
 
 @contextlib.contextmanager
 def reused_buffers() -> Iterator[None]:
-    """Within it, forward_chunked takes its (batch, length, d_inner) buffer from the layer before rather than
-    allocating it: at 131k steps, faulting in fresh pages for it costs about 4 % of a layer. Released on exit.
+    """Within it, forward_chunked takes its two (batch, length, d_inner) buffers from the layer before rather than
+    allocating them: at 131k steps, faulting in fresh pages for one costs about 4 % of a layer. Released on exit.
     Nothing to do in traced graphs, which never take the chunked path (`backends.chunked`)."""
     if torch.compiler.is_compiling():
         yield
@@ -47,12 +49,13 @@ def reused_buffers() -> Iterator[None]:
         _buffers.reset(token)
 
 
-def _buffer(like: torch.Tensor, *shape: int) -> torch.Tensor:
-    """An uninitialised tensor of `shape` with like's dtype and device; reused within `reused_buffers`."""
+def _buffer(like: torch.Tensor, name: str, *shape: int) -> torch.Tensor:
+    """An uninitialised tensor of `shape` with like's dtype and device; reused within `reused_buffers` (one per name,
+    shape, dtype and device)."""
     cache = _buffers.get()
     if cache is None:
         return like.new_empty(shape)
-    key = (shape, like.dtype, like.device)
+    key = (name, shape, like.dtype, like.device)
     if key not in cache:
         cache[key] = like.new_empty(shape)
     return cache[key]
@@ -227,15 +230,15 @@ class BiMamba(nn.Module):
         self, rows: Rows, length: int, write: Write, mask: torch.Tensor | None = None, swap_directions: bool = False
     ) -> None:
         """The forward of rows(0, length) without autograd, backends.STREAM_CHUNK time steps at a time:
-        write(start, stop, out) receives each chunk's output. Same values as `forward`; no tensor spans the sequence
-        but one of (batch, length, d_inner) for a bidirectional mixer.
+        write(start, stop, out) receives each chunk's output. Same values as `forward`. Once write has received steps
+        start..stop, rows is never asked for them again, so write may overwrite what rows reads (the residual stream).
 
         A chunk's short convolution reads the d_conv - 1 neighbouring steps too, and each scan carries its state from
         the chunk before it in its own direction. One direction ascends, the other descends, and a chunk's output
-        needs both: pass 1 runs the ascending direction through every chunk but the last, keeping only x (the
-        in_proj half that the convolution reads) and the state entering each chunk; pass 2 walks the chunks
-        downwards, running the descending direction and re-running the ascending one from its saved state (its
-        convolution, x_proj and scan: a fraction of the layer's time, next to the in_proj and out_proj it saves).
+        needs both: pass 1 runs the ascending direction through the chunks, keeping x (the in_proj half that the
+        convolutions read) and the ascending scan's output before its gate, two (batch, length, d_inner) buffers;
+        pass 2 walks the chunks downwards, running the descending direction, gating the kept output with z (computed
+        then: it would be a third buffer) and combining. Nothing is computed twice but the norm of the input rows.
         """
         chunk = backends.STREAM_CHUNK
         bounds = [(start, min(start + chunk, length)) for start in range(0, length, chunk)]
@@ -245,52 +248,63 @@ class BiMamba(nn.Module):
             return None if mask is None else mask[:, start:stop]
 
         if not self.bidirectional:
-            self._single_direction_chunked(rows, length, write, mask_at, bounds, ctx, swap_directions)
+            self._single_direction_chunked(rows, write, mask_at, bounds, ctx, swap_directions)
             return
         # Which module runs which way: the mixer of a reverse-complemented strand swaps them (see forward).
         asc, desc = (self.mamba_rev, self.mamba_fwd) if swap_directions else (self.mamba_fwd, self.mamba_rev)
         d_inner = asc.d_inner
         x_half, z_half = slice(0, d_inner), slice(d_inner, 2 * d_inner)
 
-        # Pass 1, ascending: x of the ascending direction everywhere, and its scan state entering every chunk.
-        x_all = None
-        states = [None]
-        for i, (start, stop) in enumerate(bounds):
+        # Pass 1, ascending: x of the ascending direction everywhere (the descending one reads it in pass 2 when tied),
+        # and the ascending scan's output before its gate, carrying the scan state from chunk to chunk.
+        x_all = y_all = state = None
+        for start, stop in bounds:
             x = _linear_rows(asc.in_proj, rows(start, stop), x_half)
             if x_all is None:
-                x_all = _buffer(x, x.shape[0], length, d_inner)
+                x_all = _buffer(x, "x", x.shape[0], length, d_inner)
+                y_all = _buffer(x, "y", x.shape[0], length, d_inner)
             x_all[:, start:stop] = x
             del x
-            if i < len(bounds) - 1:
-                lo = max(0, start - ctx)
-                _, state = asc.ssm(x_all[:, lo:stop], None, mask_at(lo, stop), False, states[-1], True, lead=start - lo)
-                states.append(state)
+            lo = max(0, start - ctx)
+            y, state = asc.ssm(x_all[:, lo:stop], None, mask_at(lo, stop), False, state, True, lead=start - lo)
+            y_all[:, start:stop] = y
+            del y
 
-        # Pass 2, descending: both directions of each chunk, combined and written.
-        desc_state = None
-        for i in range(len(bounds) - 1, -1, -1):
-            start, stop = bounds[i]
-            lo, hi = max(0, start - ctx), min(length, stop + ctx)
+        # Pass 2, descending: the descending direction of each chunk, the ascending one's gate, combined and written.
+        state = ahead = None
+        for start, stop in reversed(bounds):
+            normed = rows(start, stop)
+            z_asc = _linear_rows(asc.in_proj, normed, z_half)
             if self.weight_tie:
-                z_asc = z_desc = _linear_rows(asc.in_proj, rows(start, stop), z_half)
-                x_desc = x_all[:, start:hi]
+                z_desc, x_desc = z_asc, x_all[:, start : min(length, stop + ctx)]
             else:
-                z_asc = _linear_rows(asc.in_proj, rows(start, stop), z_half)
-                xz = desc.in_proj(rows(start, hi))
-                x_desc, z_desc = xz[..., x_half], xz[:, : stop - start, z_half]
-            y_asc = asc.ssm(x_all[:, lo:stop], z_asc, mask_at(lo, stop), False, states[i], lead=start - lo)
-            y_desc, desc_state = desc.ssm(x_desc, z_desc, mask_at(start, hi), True, desc_state, True)
+                # Its own x: the steps after the chunk come from the chunk written before (`ahead`), not from rows.
+                xz = desc.in_proj(normed)
+                z_desc, x_desc = xz[..., z_half], _window(xz[..., x_half], ahead, after=True)
+                ahead = x_desc[:, :ctx].clone()
+            del normed
+            y_asc = y_all[:, start:stop].mul_(F.silu(z_asc))
+            y_desc, state = desc.ssm(x_desc, z_desc, mask_at(start, start + x_desc.shape[1]), True, state, True)
             y_fwd, y_rev = (y_desc, y_asc) if swap_directions else (y_asc, y_desc)
             write(start, stop, self.combine(y_fwd, y_rev))
 
-    def _single_direction_chunked(self, rows, length, write, mask_at, bounds, ctx, reverse) -> None:
-        """forward_chunked of a one-direction mixer: one pass, in the scan's direction, carrying its state."""
+    def _single_direction_chunked(self, rows, write, mask_at, bounds, ctx, reverse) -> None:
+        """forward_chunked of a one-direction mixer: one pass, in the scan's direction, carrying its state and the
+        convolution's context (the last ctx steps of x, which rows may no longer give once written)."""
         mamba = self.mamba_fwd
         d_inner = mamba.d_inner
-        state = None
+        state = context = None
         for start, stop in reversed(bounds) if reverse else bounds:
-            lo, hi = (start, min(length, stop + ctx)) if reverse else (max(0, start - ctx), stop)
-            xz = mamba.in_proj(rows(lo, hi))
-            x, z = xz[..., :d_inner], xz[:, start - lo : stop - lo, d_inner:]
-            y, state = mamba.ssm(x, z, mask_at(lo, hi), reverse, state, True, lead=start - lo)
+            xz = mamba.in_proj(rows(start, stop))
+            x = _window(xz[..., :d_inner], context, after=reverse)
+            lo = stop - x.shape[1] if not reverse else start
+            context = (x[:, :ctx] if reverse else x[:, x.shape[1] - ctx :]).clone()
+            y, state = mamba.ssm(x, xz[..., d_inner:], mask_at(lo, lo + x.shape[1]), reverse, state, True, lead=start - lo)
             write(start, stop, mamba.out_proj(y))
+
+
+def _window(x: torch.Tensor, context: torch.Tensor | None, after: bool) -> torch.Tensor:
+    """A chunk's x (batch, n, d) with the convolution's context from the neighbouring chunk: after it, or before."""
+    if context is None:
+        return x
+    return torch.cat([x, context] if after else [context, x], dim=1)

@@ -147,30 +147,35 @@ class CaduceusBlock(GradientCheckpointingLayer):
 
     def _forward_chunked(
         self, hidden_states: torch.Tensor, residual: torch.Tensor | None, mask: torch.Tensor | None, reuse_inputs: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """forward without autograd, for long sequences: the mixer normalises its input and runs a time chunk at a
-        time, and the residual sum and the mixer output go into the inputs' buffers where they are handed over, so
-        that a layer holds two (batch, length, hidden_size) tensors and the mixer's one of (batch, length, d_inner)."""
+    ) -> tuple[torch.Tensor, None]:
+        """forward without autograd, for long sequences; returns (residual stream + mixer output, None), which the
+        next block (or the final norm) reads as its hidden state with no residual.
+
+        The mixer normalises its input and runs a time chunk at a time, and each chunk's output is added into the
+        residual stream in place (the mixer reads no step of a chunk after writing it; see `BiMamba.forward_chunked`),
+        so that a layer holds one (batch, length, hidden_size) tensor besides the mixer's buffers."""
         # 1. Add: swap(h) + swap(r) = swap(h + r) gives the fused PS semantics after the sum.
-        spare = None
         if residual is None:
-            residual, owned = hidden_states, False
+            residual, owned = hidden_states, reuse_inputs
         else:
             summed = torch.result_type(hidden_states, residual)
             if reuse_inputs and summed == hidden_states.dtype:
-                residual, spare = hidden_states.add_(residual), residual
+                residual = hidden_states.add_(residual)
             elif reuse_inputs and summed == residual.dtype:
-                residual, spare = residual.add_(hidden_states), hidden_states
+                residual = residual.add_(hidden_states)
             else:
                 residual = hidden_states + residual
             owned = True
         if self.swap_strands:
-            residual = swap_strands_(residual) if owned else swap_strands(residual)
-        if self.residual_in_fp32:
-            residual = residual.float()
-        # 2. Mix, normalising each chunk as the mixer asks for it (the norm is position-wise).
-        dtype = self.norm.weight.dtype
-        out = spare if spare is not None and spare.dtype == dtype else residual.new_empty(residual.shape, dtype=dtype)
+            residual, owned = (swap_strands_(residual) if owned else swap_strands(residual)), True
+        if self.residual_in_fp32 and residual.dtype != torch.float32:
+            residual, owned = residual.float(), True
+        # 2. The sum's buffer: the residual stream itself where it is ours and of the sum's dtype.
+        total = torch.result_type(residual, torch.empty(0, dtype=self.norm.weight.dtype))
+        target = residual if owned and total == residual.dtype else None
+        if target is None:
+            target = residual.new_empty(residual.shape, dtype=total)
+        # 3. Mix, normalising each chunk as the mixer asks for it (the norm is position-wise), and add.
         rms = isinstance(self.norm, RMSNorm)
         weight, bias, eps = self.norm.weight, self.norm.bias, self.norm.eps
         if self.rcps:
@@ -178,18 +183,22 @@ class CaduceusBlock(GradientCheckpointingLayer):
             self.mixer.forward_chunked(
                 lambda a, b: norm(residual[:, a:b, :d], weight, bias, eps, rms),
                 lambda a, b: norm(residual[:, a:b, d:], weight, bias, eps, rms, flip_channels=True),
-                out,
+                residual,
+                target,
                 mask,
             )
         else:
 
             def write(start: int, stop: int, y: torch.Tensor) -> None:
-                out[:, start:stop] = y
+                if target is residual:
+                    target[:, start:stop] += y
+                else:
+                    torch.add(residual[:, start:stop], y, out=target[:, start:stop])
 
             self.mixer.forward_chunked(
                 lambda a, b: norm(residual[:, a:b], weight, bias, eps, rms), residual.shape[1], write, mask
             )
-        return out, residual
+        return target, None
 
 
 class CaduceusBackbone(nn.Module):
@@ -243,17 +252,13 @@ class CaduceusBackbone(nn.Module):
         # Only the chunked path reuses buffers (a context variable, which torch.compile cannot trace).
         with reused_buffers() if chunked(hidden_states) else contextlib.nullcontext():
             for i, layer in enumerate(self.layers):
-                reuse = i > 1 or (i == 1 and embeddings_own)
+                # A chunked block returns (sum, None) with the sum in a buffer it may overwrite again.
+                reuse = i > 0 or embeddings_own
                 hidden_states, residual = layer(hidden_states, residual, mask, reuse_inputs=reuse)
                 if output_hidden_states and i < len(self.layers) - 1:
-                    all_hidden_states.append(hidden_states + residual)
+                    all_hidden_states.append(hidden_states.clone() if residual is None else hidden_states + residual)
         # The final norm is never strand-swapped, in either of the original's branches.
-        if residual is None:
-            residual = hidden_states
-        elif chunked(hidden_states) and torch.result_type(hidden_states, residual) == hidden_states.dtype:
-            residual = hidden_states.add_(residual)
-        else:
-            residual = hidden_states + residual
+        residual = hidden_states if residual is None else hidden_states + residual
         hidden_states = _apply_norm(self.norm_f, residual, self.rcps)
         if output_hidden_states:
             all_hidden_states.append(hidden_states)

@@ -121,6 +121,23 @@ def test_chunking_is_inference_only(monkeypatch):
         assert not backends.chunked(x[:, :6])
 
 
+@pytest.mark.parametrize("options", [dict(), dict(rcps=True), dict(rcps=True, residual_in_fp32=True)], ids=str)
+def test_chunked_block_adds_into_the_residual_stream_in_place(options, monkeypatch):
+    """A chunked block handed its inputs returns (hidden + residual + mixer output, None) in the hidden input's own
+    buffer: one hidden-size tensor per layer. Equal to the whole-sequence block's hidden + residual."""
+    block = perturb(CaduceusForMaskedLM(tiny_config(**options)), seed=11).caduceus.backbone.layers[1].eval()
+    width = block.norm.weight.shape[0] * (2 if options.get("rcps") else 1)
+    hidden, residual = torch.randn(2, LENGTH, width), torch.randn(2, LENGTH, width)
+    with torch.no_grad():
+        out, res = block(hidden.clone(), residual.clone(), None)
+        want = out + res
+        monkeypatch.setattr(backends, "STREAM_CHUNK", 6)
+        given = hidden.clone()
+        got, none = block(given, residual.clone(), None, reuse_inputs=True)
+    assert none is None and got.data_ptr() == given.data_ptr()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_swap_strands_in_place():
     h = torch.randn(2, 17, 10)
     want = swap_strands(h)

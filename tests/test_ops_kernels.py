@@ -377,13 +377,12 @@ def test_model_on_the_cuda_backend_matches_the_reference(cuda_on_cpu, options):
         torch.testing.assert_close(g.logits, w.logits, rtol=1e-5, atol=1e-5)
     for (name, p), q in zip(model.named_parameters(), reference.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
-    # Tied bidirectional mixers: one scan per layer, strand and pass; untied or one-direction mixers: the fused
-    # mixer (its own scan) per direction without a mask, a scan per direction with one.
+    # Tied bidirectional mixers: one scan per layer and pass (a PS model's two strands ride in one batch); untied or
+    # one-direction mixers: the fused mixer (its own scan) per direction without a mask, a scan per direction with one.
     scans = sum(c[0] == "scan" for c in cuda_on_cpu)
-    strands = 2 if options.get("rcps") else 1
     tied = options.get("bidirectional") is not False and options.get("bidirectional_weight_tie") is not False
     directions = 1 if options.get("bidirectional") is False else 2
-    assert scans == 2 * strands * 2 * (1 if tied else directions)
+    assert scans == 2 * 2 * (1 if tied else directions)
 
 
 # --- dispatch with mocked packages --------------------------------------------------------------------------------
