@@ -55,11 +55,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-STREAM_CHUNK = 2048
-"""Time steps per chunk of the chunked inference path; a module constant so that tests can lower it. Small enough
-that a chunk's intermediates (in_proj's output: 2048 x 1024 float32 = 8 MB at the 131k shape) stay in a 32 MB L3
-cache: there, 2048-step chunks ran the 131k-shape model faster than 8192-step ones and than the whole sequence at
-once (benchmarks/README.md), so inference on longer inputs takes this path for speed as well as memory."""
+STREAM_CHUNK = 8192
+"""Time steps per chunk of the chunked inference path; a module constant so that tests can lower it. 2048-step chunks
+(whose intermediates stay in a 32 MB L3 cache) were faster on a loaded machine with OMP_WAIT_POLICY=PASSIVE, but on a
+quiet one with the default wait policy they made an 8k forward 1.25x slower than one pass and a 32k forward 1.1x
+slower than 8192-step chunks (benchmarks/README.md): every chunk costs a round of OpenMP parallel regions."""
 
 
 def chunked(hidden_states: torch.Tensor) -> bool:
