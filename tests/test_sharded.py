@@ -347,3 +347,39 @@ def test_a_roc_plot_without_both_classes_fails_before_anything_is_written(mlm_di
     assert cli_main(args) == 1
     assert "the ROC curve needs labelled variants of both classes (LABEL 0 and 1)" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.fa", "v.vcf"]
+
+
+def test_the_progress_bar_counts_the_whole_run_on_rank_0(tmp_path, monkeypatch):
+    """One bar with the total across ranks, brought to that total by the part files at the end."""
+    import tqdm
+
+    from caduceus_hf.apps.sharded import BlockTask, Workers, run_blocks
+
+    bars = []
+
+    class Recorder:
+        def __init__(self, total=None, disable=None, **_):
+            self.total, self.n, self.disable = total, 0, disable
+            bars.append(self)
+
+        def update(self, n):
+            self.n += n
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(tqdm, "tqdm", Recorder)
+    task = BlockTask(
+        name="count", settings={}, suffix=".txt", compute=lambda block: " ".join(map(str, block)).encode(),
+        is_complete=lambda part: part.stat().st_size > 0,
+        merge=lambda parts, out: out.write_bytes(b"\n".join(p.read_bytes() for p in parts)),
+    )
+    out = tmp_path / "out.txt"
+    run = run_blocks(task, range(10), out, Workers(), block_size=3, progress=True, total=lambda: 10, unit="item")
+    assert out.read_text() == "0 1 2\n3 4 5\n6 7 8\n9"
+    assert run.ranks_line() == "rank 0: 4 blocks (10 items) in %.1f s, %s items/s" % (
+        run.ranks[0].seconds, f"{10 / run.ranks[0].seconds:,.1f}")
+    [bar] = bars
+    assert bar.total == 10 and bar.n == 10 and bar.disable is None, "shown on rank 0, complete at the end"
+    run_blocks(task, range(10), out, Workers(rank=0, world_size=1), block_size=3, progress=False)
+    assert bars[-1].disable is True, "no bar unless asked"

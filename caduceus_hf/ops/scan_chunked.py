@@ -1,7 +1,7 @@
 """The selective scan in plain PyTorch with parallel primitives: a few hundred operations per sequence, not per step.
 
 For devices without a faster kernel (MPS, XPU, ROCm, CUDA without mamba-ssm). Same contract as
-`caduceus_hf.ops.selective_scan`; differentiable by autograd.
+`caduceus_hf.ops.scan_reference.selective_scan_reference`; differentiable by autograd.
 
 Algorithm. The recurrence h_t = a_t h_{t-1} + b_t (a_t = exp(dt_t A), b_t = dt_t u_t B_t, all (d_state, d_inner)) is
 the composition of the affine maps h -> a_t h + b_t, which is associative:
@@ -170,7 +170,7 @@ def selective_scan_chunked(
     chunk: int | None = None,
     block: int | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """See `caduceus_hf.ops.selective_scan` for the contract; all arithmetic in float32. `chunk` and `block` default to
+    """See `caduceus_hf.ops.scan_reference.selective_scan_reference` for the contract; all arithmetic in float32. `chunk` and `block` default to
     CHUNK and BLOCK, read at each call (tests lower them)."""
     chunk = CHUNK if chunk is None else chunk
     block = BLOCK if block is None else block
