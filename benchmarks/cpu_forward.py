@@ -36,6 +36,12 @@ median; forwards run under torch.inference_mode. "tok/cpu-s" divides by the proc
 busy machine wall time depends on what else runs, CPU time far less; on an idle one, wall rate = CPU rate x threads x
 their utilisation. Ratios are ours / baseline, measured in the same run.
 
+Allocator (`--allocator`, "keep" by default): each point's process first calls caduceus_hf.keep_freed_memory(), as
+the caduceus-hf command does, so that a layer's intermediate tensors reuse the pages the layer before freed instead of
+faulting in fresh ones (caduceus_hf/ops/allocator.py); "default" leaves glibc's settings, as a library user gets
+without the call. A --baseline-python tree whose package predates the setting runs with glibc's defaults (its lines
+say so).
+
 First call: numba compiles the CPU kernels (scan and convolution, forward and backward) on their first use and caches
 them on disk. `--first-call` measures that cost in a subprocess with an empty NUMBA_CACHE_DIR (the model's first
 forward + backward at 1k tokens, compile included), then the same in a second process that loads the kernels from
@@ -126,6 +132,19 @@ def build(model: str, layers: int = SHAPE["n_layer"], dtype: str = "fp32"):
                                 rcps=model == "ps")  # fmt: skip
         built = Caduceus(config).eval()
     return built.to(torch.bfloat16) if dtype == "bf16" else built
+
+
+def apply_allocator(allocator: str) -> str:
+    """What the point's process runs with: freed memory kept (`caduceus_hf.keep_freed_memory`, what the caduceus-hf
+    command sets) or glibc's defaults; a tree whose package predates the setting runs with the defaults."""
+    if allocator == "keep":
+        try:
+            from caduceus_hf import keep_freed_memory
+        except ImportError:
+            return "glibc default (not in this tree)"
+        if keep_freed_memory():
+            return "kept"
+    return "glibc default"
 
 
 def run_point(model_name: str, mode: str, length: int, repeats: int, threads: int, batch: int = 1,
@@ -223,13 +242,14 @@ def first_call_costs(threads: int) -> tuple[dict, dict]:
 
 
 def subprocess_point(name: str, repeats: int, threads: int, timeout: float | None = None,
-                     python: str | None = None) -> dict:  # fmt: skip
+                     python: str | None = None, allocator: str = "keep") -> dict:  # fmt: skip
     """The point measured in its own process (with interpreter `python`: another tree's installed caduceus_hf); past
     `timeout` seconds it is stopped and reported as a lower bound (wall_s None, timed_out_s: the timeout; the warm-up
     and every repeat count against it)."""
     model, mode, length = POINTS[name]
     load = os.getloadavg()[0]
-    cmd = [python or sys.executable, __file__, "--_point", name, "--repeats", str(repeats), "--threads", str(threads)]
+    cmd = [python or sys.executable, __file__, "--_point", name, "--repeats", str(repeats), "--threads", str(threads),
+           "--allocator", allocator]  # fmt: skip
     if python:
         cmd.append("--_installed")
     try:
@@ -310,6 +330,10 @@ def main() -> None:
     parser.add_argument("--baseline-python", metavar="PY",
                         help="also run the --long-sequences points with this interpreter (another tree's venv), "
                              "alternating with ours, and print the time ratios")
+    parser.add_argument("--allocator", choices=["keep", "default"], default="keep",
+                        help="keep: each point's process keeps freed memory for reuse (caduceus_hf.keep_freed_memory, "
+                             "what the caduceus-hf command sets); default: glibc's defaults, as a library user gets "
+                             "without calling it")
     parser.add_argument("--_point", help=argparse.SUPPRESS)
     parser.add_argument("--_installed", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--_first_call", action="store_true", help=argparse.SUPPRESS)
@@ -322,8 +346,9 @@ def main() -> None:
         return
     if args._point:
         model, mode, length = POINTS[args._point]
+        allocator = apply_allocator(args.allocator)
         result = run_point(model, mode, length, args.repeats, args.threads, **OPTIONS.get(args._point, {}))
-        print(json.dumps(result))
+        print(json.dumps(dict(result, allocator=allocator)))
         return
 
     if args.long_sequences or args.baseline_python:
@@ -336,12 +361,12 @@ def main() -> None:
           f"{os.cpu_count()} CPUs, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; medians of "
           f"{args.repeats} runs ({args.long_repeats} at 131k)")  # fmt: skip
     matmuls = "on those units" if precision.bf16_matmul_native() else "computed in float32 (no bf16 units)"
-    print(f"CPU: {precision.cpu_features().describe()}; bf16 projections {matmuls}")
+    print(f"CPU: {precision.cpu_features().describe()}; bf16 projections {matmuls}; allocator: {args.allocator}")
     results = {}
     for name in args.points:
         repeats = args.long_repeats if POINTS[name][2] == L131 else args.repeats
         timeout = args.baseline_timeout if name == "mamba1-fwdbwd-8k" or name.startswith("train-mamba") else None
-        results[name] = r = subprocess_point(name, repeats, args.threads, timeout)
+        results[name] = r = subprocess_point(name, repeats, args.threads, timeout, allocator=args.allocator)
         if r["wall_s"] is None:
             print(f"  {name:18s} stopped after {timeout:.0f} s (not finished)", flush=True)
             continue
@@ -430,10 +455,10 @@ def long_sequences(args: argparse.Namespace) -> None:
         repeats = args.long_repeats if POINTS[name][2] == L131 else args.repeats
         runs = [("ours", ours, None)] + ([("baseline", base, args.baseline_python)] if args.baseline_python else [])
         for who, results, python in runs:
-            results[name] = r = subprocess_point(name, repeats, args.threads, python=python)
+            results[name] = r = subprocess_point(name, repeats, args.threads, python=python, allocator=args.allocator)
             print(f"  {who:8s} {name:8s} {r['wall_s']:7.2f} s {r['length'] / r['wall_s']:8,.0f} tok/s  cpu "
                   f"{r['cpu_s']:7.2f} s  peak RSS {r['peak_rss_mb']:6,.0f} MB  (load {r['load']:.1f}; "
-                  f"{r['package']})", flush=True)  # fmt: skip
+                  f"{r['package']}; allocator {r['allocator']})", flush=True)  # fmt: skip
 
     def rate(r: dict) -> float:
         return r["length"] / r["wall_s"]

@@ -24,6 +24,7 @@ from .modeling_caduceus import (
     CaduceusForTokenClassification,
     CaduceusPreTrainedModel,
 )
+from .ops.allocator import keep_freed_memory
 from .tokenization_caduceus import CaduceusTokenizer
 from .validation import validate_inputs
 
@@ -45,6 +46,7 @@ __all__ = [
     "CaduceusPreTrainedModel",
     "CaduceusTokenizer",
     "DataCollatorForNucleotideMLM",
+    "keep_freed_memory",
     "reverse_complement",
     "reverse_complement_ids",
     "validate_inputs",

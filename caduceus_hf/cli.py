@@ -42,10 +42,19 @@ def configure_output() -> None:
                 handler.addFilter(_PlainText())
 
 
+def configure_process() -> None:
+    """What every subcommand sets up for its process: `configure_output`, and freed memory kept for reuse
+    (`ops.allocator`; CADUCEUS_HF_KEEP_FREED_MEMORY=0 turns that off)."""
+    from .ops import allocator
+
+    configure_output()
+    allocator.keep_freed_memory_unless_disabled()
+
+
 def run_convert(args: argparse.Namespace) -> int:
     from .conversion import convert
 
-    configure_output()
+    configure_process()
     report = convert(
         args.src,
         args.dst,
@@ -82,7 +91,7 @@ def run_push(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["build_parser", "configure_output", "main", "run_convert", "run_push"]
+__all__ = ["build_parser", "configure_output", "configure_process", "main", "run_convert", "run_push"]
 
 
 if __name__ == "__main__":

@@ -10,12 +10,12 @@ import argparse
 import sys
 import time
 
-from ..cli import configure_output
+from ..cli import configure_process
 
 
 def _prepare(args: argparse.Namespace) -> None:
     """Output settings and --threads (embed and score-variants apply --threads per rank themselves)."""
-    configure_output()
+    configure_process()
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be a positive integer, got {args.threads}")

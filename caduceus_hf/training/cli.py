@@ -398,7 +398,7 @@ def main(command: str, argv: list[str]) -> int:
     """Run `caduceus-hf pretrain|finetune ARGV...`; returns the exit status (1 with a one-line error for bad input)."""
     if command not in TRAINING_COMMANDS:
         raise ValueError(f"not a training command: {command!r}")
-    from ..cli import configure_output
+    from ..cli import configure_process
 
     def fail(err: BaseException) -> int:
         print(f"{PROG} {command}: error: {err}", file=sys.stderr)
@@ -408,7 +408,7 @@ def main(command: str, argv: list[str]) -> int:
         parsed = parse(command, argv)
     except ValueError as err:  # TrainingArguments.__post_init__ rejects combinations of options
         return fail(err)
-    configure_output()
+    configure_process()
     if parsed.runtime.threads is not None:
         if parsed.runtime.threads < 1:
             return fail(f"--threads must be a positive integer, got {parsed.runtime.threads}")
