@@ -5,12 +5,12 @@ A forward allocates and frees its large intermediates layer after layer: at 8,19
 mmap threshold, which adapts up to 32 MiB) or from the heap, whose free top it hands back to the kernel beyond a trim
 threshold; either way the next tensor of that size starts on unmapped pages, and the kernel zero-fills and maps them
 one 4 KiB fault at a time. On the cloud VMs we measure on a fault costs about 1.7 us, so that a freshly allocated
-32 MiB tensor costs 14 ms before it holds anything: 5-25 % of a forward (benchmarks/README.md, "Allocator").
+32 MiB tensor costs 14 ms before it holds anything: up to a third of a forward (benchmarks/README.md, "Allocator").
 
 `keep_freed_memory` sets M_MMAP_MAX to 0 (every block comes from the heap) and M_TRIM_THRESHOLD to `limit` (up to that
 much free heap stays mapped), so a layer's tensors reuse the pages its predecessor freed. Peak RSS stays about the
-same (the memory kept is memory the process used a moment before); resident memory after a forward does not shrink
-below the peak by more than what exceeds `limit`. The settings are process-wide and one-way (glibc's adaptive
+same (the memory kept is memory the process used a moment before; 0-12 % more measured); resident memory after a
+forward stays up to `limit` above what is live. The settings are process-wide and one-way (glibc's adaptive
 thresholds do not come back), so the library never applies them on import: the `caduceus-hf` command does, for its
 own process (CADUCEUS_HF_KEEP_FREED_MEMORY=0 turns that off), and a program of yours may call it. Elsewhere than
 glibc (macOS, Windows, musl) it does nothing: those allocators keep freed pages on their own terms.
