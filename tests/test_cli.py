@@ -148,6 +148,21 @@ def test_transformers_log_records_lose_colour_codes_when_stderr_is_not_a_termina
     assert record.getMessage() == "missing keys: a"
 
 
+@pytest.mark.parametrize("setting, kept", [(None, True), ("1", True), ("0", False)])
+def test_every_subcommand_keeps_freed_memory_unless_told_not_to(monkeypatch, setting, kept):
+    from caduceus_hf.cli import configure_process
+    from caduceus_hf.ops import allocator
+
+    calls = []
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(True) or True)
+    if setting is None:
+        monkeypatch.delenv(allocator.ENV, raising=False)
+    else:
+        monkeypatch.setenv(allocator.ENV, setting)
+    configure_process()
+    assert calls == ([True] if kept else [])
+
+
 def test_hub_dataset_ids_go_to_datasets_with_config_and_split(monkeypatch):
     import datasets
 

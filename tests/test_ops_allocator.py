@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -34,7 +35,10 @@ _FRESH_TENSOR_FAULTS = textwrap.dedent(
 
 
 def _faults(mode: str) -> tuple[str, int]:
-    out = subprocess.run([sys.executable, "-c", _FRESH_TENSOR_FAULTS, mode], capture_output=True, text=True, check=True)
+    # glibc's own defaults: without the environment's malloc settings, if any
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES"))}
+    out = subprocess.run([sys.executable, "-c", _FRESH_TENSOR_FAULTS, mode], capture_output=True, text=True,
+                         check=True, env=env)  # fmt: skip
     applied, faults = out.stdout.split()
     return applied, int(faults)
 
