@@ -14,7 +14,8 @@ from ..cli import configure_process
 
 
 def _prepare(args: argparse.Namespace) -> None:
-    """Output settings and --threads (embed and score-variants apply --threads per rank themselves)."""
+    """The process settings of every subcommand (`configure_process`) and --threads (embed and score-variants apply
+    --threads per rank themselves)."""
     configure_process()
     if args.threads is not None:
         if args.threads < 1:
