@@ -39,6 +39,17 @@ def perturb(model: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch.
     return model
 
 
+def save_tiny_mlm(path: Path, seed: int = 0, **overrides) -> Path:
+    """A perturbed tiny CaduceusForMaskedLM (weights drawn after torch.manual_seed(seed)) saved to `path` with the
+    default tokenizer, as the apps load a model directory."""
+    from caduceus_hf import CaduceusForMaskedLM, CaduceusTokenizer
+
+    torch.manual_seed(seed)
+    perturb(CaduceusForMaskedLM(tiny_config(**overrides)).eval(), scale=0.3).save_pretrained(path)
+    CaduceusTokenizer().save_pretrained(path)
+    return path
+
+
 def on_backend(model, name: str):
     """`model` with its mixers on scan backend `name` (`set_scan_backend`)."""
     model.set_scan_backend(name)

@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from conftest import perturb, tiny_config
+from conftest import save_tiny_mlm, tiny_config
 
 from caduceus_hf import CaduceusForMaskedLM, CaduceusTokenizer
 from caduceus_hf.apps import (
@@ -57,22 +57,12 @@ VCF_HEADER = (
 @pytest.fixture(scope="module", params=[False, True], ids=["ph", "ps"])
 def model_dir(request, tmp_path_factory):
     """A perturbed tiny MLM (Ph or PS) saved with its tokenizer."""
-    torch.manual_seed(0)
-    model = perturb(CaduceusForMaskedLM(tiny_config(rcps=request.param)).eval(), scale=0.3)
-    path = tmp_path_factory.mktemp("ps" if request.param else "ph")
-    model.save_pretrained(path)
-    CaduceusTokenizer().save_pretrained(path)
-    return path
+    return save_tiny_mlm(tmp_path_factory.mktemp("ps" if request.param else "ph"), rcps=request.param)
 
 
 @pytest.fixture(scope="module")
 def ph_dir(tmp_path_factory):
-    torch.manual_seed(1)
-    model = perturb(CaduceusForMaskedLM(tiny_config()).eval(), scale=0.3)
-    path = tmp_path_factory.mktemp("ph-only")
-    model.save_pretrained(path)
-    CaduceusTokenizer().save_pretrained(path)
-    return path
+    return save_tiny_mlm(tmp_path_factory.mktemp("ph-only"), seed=1)
 
 
 @pytest.fixture

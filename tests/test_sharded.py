@@ -19,10 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from conftest import perturb, tiny_config
+from conftest import save_tiny_mlm
 
-from caduceus_hf import CaduceusForMaskedLM, CaduceusTokenizer
 from caduceus_hf.apps import embed_fasta, embed_to_file, score_variants, score_variants_to_file
 from caduceus_hf.apps import embed as embed_module
 from caduceus_hf.apps import variants as variants_module
@@ -41,12 +39,7 @@ HEADER = (
 
 @pytest.fixture(scope="module")
 def mlm_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    model = perturb(CaduceusForMaskedLM(tiny_config()).eval(), scale=0.3)
-    path = tmp_path_factory.mktemp("mlm")
-    model.save_pretrained(path)
-    CaduceusTokenizer().save_pretrained(path)
-    return path
+    return save_tiny_mlm(tmp_path_factory.mktemp("mlm"))
 
 
 @pytest.fixture
